@@ -1,0 +1,152 @@
+"""Pure-PyTorch reference of every memory kernel.
+
+This module is the specification: the compiled CPU and CUDA kernels in ``csrc/`` must return bitwise-identical
+integer outputs (packed z-buffer keys, vote counts, lookups) and floating sums equal up to summation order.
+Every function takes already-validated, contiguous tensors (see :mod:`mirage_env.ops.dispatch`).
+
+Projection arithmetic, shared by all kernels and evaluated in float32 in exactly this order (no FMA)::
+
+    xc = ((r00 * X + r01 * Y) + r02 * Z) + t0        (likewise yc, zc with rows 1 and 2)
+    point is in front of the camera when zc > near
+    u = fx * (xc / zc) + cx ;  v = fy * (yc / zc) + cy
+    fu = floor(u + 0.5) ; fv = floor(v + 0.5)          (pixel centres at integer coordinates)
+    inside when 0 <= fu < w and 0 <= fv < h            (compared in float, then cast to int)
+
+``cameras`` is a float32 tensor [B, 16] per camera: the 12 entries of the world-to-camera 3x4 matrix
+(row-major) followed by ``fx, fy, cx, cy``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+EMPTY_KEY = torch.iinfo(torch.int64).max
+"""Packed z-buffer value of a pixel that no point reaches."""
+
+INDEX_BITS = 32
+INDEX_MASK = (1 << INDEX_BITS) - 1
+
+
+def _project(points: torch.Tensor, camera: torch.Tensor, h: int, w: int, near: float):
+    """Project ``points`` [N, 3] with one packed camera [16]; returns (zc, px, py, inside)."""
+    x, y, z = points[:, 0], points[:, 1], points[:, 2]
+    r = camera
+    xc = ((x * r[0] + y * r[1]) + z * r[2]) + r[3]
+    yc = ((x * r[4] + y * r[5]) + z * r[6]) + r[7]
+    zc = ((x * r[8] + y * r[9]) + z * r[10]) + r[11]
+    in_front = zc > near
+    safe_z = torch.where(in_front, zc, torch.ones_like(zc))
+    u = r[12] * (xc / safe_z) + r[14]
+    v = r[13] * (yc / safe_z) + r[15]
+    fu = torch.floor(u + 0.5)
+    fv = torch.floor(v + 0.5)
+    inside = in_front & (fu >= 0) & (fu < w) & (fv >= 0) & (fv < h)
+    px = torch.where(inside, fu, torch.zeros_like(fu)).to(torch.int64)
+    py = torch.where(inside, fv, torch.zeros_like(fv)).to(torch.int64)
+    return zc, px, py, inside
+
+
+def float_bits(values: torch.Tensor) -> torch.Tensor:
+    """IEEE-754 bit pattern of non-negative float32 ``values`` as int64 (monotonic in the value)."""
+    return values.contiguous().view(torch.int32).to(torch.int64) & 0xFFFFFFFF
+
+
+def bits_to_float(bits: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`float_bits` for values below 2**31."""
+    return bits.to(torch.int32).view(torch.float32)
+
+
+def project_zbuffer(points: torch.Tensor, cameras: torch.Tensor, h: int, w: int, near: float) -> torch.Tensor:
+    """Splat points [N, 3] into B depth buffers of size h x w; nearest depth wins, lowest index breaks ties.
+
+    Returns packed keys int64 [B, h * w]: ``float_bits(depth) << 32 | point_index``, or :data:`EMPTY_KEY`.
+    """
+    n = points.shape[0]
+    out = torch.full((cameras.shape[0], h * w), EMPTY_KEY, dtype=torch.int64, device=points.device)
+    if n == 0:
+        return out
+    index = torch.arange(n, dtype=torch.int64, device=points.device)
+    for b in range(cameras.shape[0]):
+        zc, px, py, inside = _project(points, cameras[b], h, w, near)
+        keys = (float_bits(zc[inside]) << INDEX_BITS) | index[inside]
+        out[b].scatter_reduce_(0, (py * w + px)[inside], keys, reduce="amin")
+    return out
+
+
+def depth_consistency(
+    points: torch.Tensor,
+    source_frame: torch.Tensor,
+    depths: torch.Tensor,
+    cameras: torch.Tensor,
+    margin: float,
+    radius: int,
+    near: float,
+) -> torch.Tensor:
+    """Count, for each point, how it sits against the observed depth maps of T frames.
+
+    ``depths`` [T, h, w] float32 with 0 = no depth. A point is *visible* in frame t (t != source_frame[i]) when it
+    projects inside the image and at least one valid depth lies in the (2 radius + 1)^2 window around its pixel.
+    Among visible frames it is *in front* when ``zc < dmin * (1 - margin)`` (free space: something it should
+    hide was seen behind it) and *behind* when ``zc > dmax * (1 + margin)`` (occluded).
+
+    Returns int32 [N, 3]: (visible, in_front, behind) counts.
+    """
+    n = points.shape[0]
+    counts = torch.zeros((n, 3), dtype=torch.int32, device=points.device)
+    if n == 0:
+        return counts
+    t_frames, h, w = depths.shape
+    valid = depths > 0
+    k = 2 * radius + 1
+    inf = torch.full_like(depths, float("inf"))
+    dmin = -torch.nn.functional.max_pool2d(-torch.where(valid, depths, inf)[:, None], k, 1, radius)[:, 0]
+    dmax = torch.nn.functional.max_pool2d(torch.where(valid, depths, -inf)[:, None], k, 1, radius)[:, 0]
+    any_valid = torch.isfinite(dmin)
+    lo = torch.tensor(1.0 - margin, dtype=torch.float32)
+    hi = torch.tensor(1.0 + margin, dtype=torch.float32)
+    for t in range(t_frames):
+        zc, px, py, inside = _project(points, cameras[t], h, w, near)
+        pixel = py * w + px
+        seen = inside & (source_frame != t) & any_valid[t].flatten()[pixel]
+        front = seen & (zc < dmin[t].flatten()[pixel] * lo)
+        back = seen & (zc > dmax[t].flatten()[pixel] * hi)
+        counts[:, 0] += seen.to(torch.int32)
+        counts[:, 1] += front.to(torch.int32)
+        counts[:, 2] += back.to(torch.int32)
+    return counts
+
+
+def segment_fuse(
+    sorted_keys: torch.Tensor,
+    order: torch.Tensor,
+    positions: torch.Tensor,
+    features: torch.Tensor,
+    weights: torch.Tensor,
+    store_keys: torch.Tensor,
+    store_slots: torch.Tensor,
+):
+    """Reduce new points by voxel key and look the voxels up in the store.
+
+    ``sorted_keys`` [M] are the new points' voxel keys sorted (stably) and ``order`` [M] the permutation that
+    sorts them; ``positions`` [M, 3], ``features`` [M, C] (float32) and ``weights`` [M] are in the original order.
+    ``store_keys`` [S] are the store's keys sorted ascending, ``store_slots`` [S] the slot of each.
+
+    Returns ``(unique_keys [U], pos_sum [U, 3], feat_sum [U, C], weight_sum [U], slot [U])`` where the sums are
+    weighted by ``weights`` and accumulated in input order inside each voxel, and ``slot`` is the store slot of
+    the voxel or -1 when it is new.
+    """
+    unique_keys, counts = torch.unique_consecutive(sorted_keys, return_counts=True)
+    segment = torch.repeat_interleave(torch.arange(unique_keys.numel(), device=sorted_keys.device), counts)
+    w_sorted = weights[order]
+    u = unique_keys.numel()
+    pos_sum = torch.zeros((u, 3), dtype=torch.float32, device=positions.device)
+    feat_sum = torch.zeros((u, features.shape[1]), dtype=torch.float32, device=features.device)
+    pos_sum.index_add_(0, segment, positions[order] * w_sorted[:, None])
+    feat_sum.index_add_(0, segment, features[order] * w_sorted[:, None])
+    weight_sum = torch.zeros(u, dtype=torch.float32, device=weights.device).index_add_(0, segment, w_sorted)
+    slot = torch.full((u,), -1, dtype=torch.int64, device=sorted_keys.device)
+    if store_keys.numel():
+        at = torch.searchsorted(store_keys, unique_keys).clamp_(max=store_keys.numel() - 1)
+        found = store_keys[at] == unique_keys
+        slot = torch.where(found, store_slots[at], slot)
+    return unique_keys, pos_sum, feat_sum, weight_sum, slot
