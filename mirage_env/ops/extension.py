@@ -7,6 +7,7 @@ releases the GIL. Signatures and semantics follow :mod:`mirage_env.ops.reference
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 from types import ModuleType
 
@@ -42,6 +43,11 @@ def _launch_args(device: torch.device) -> tuple[int]:
     return (torch.get_num_threads(),)
 
 
+def _on_device(device: torch.device):
+    """Make ``device`` current while a CUDA kernel launches (tensors on cuda:1 while cuda:0 is current)."""
+    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
+
+
 def project_zbuffer(module: ModuleType, points: torch.Tensor, cameras: torch.Tensor, h: int, w: int,
                     near: float) -> torch.Tensor:
     device = points.device
@@ -52,8 +58,9 @@ def project_zbuffer(module: ModuleType, points: torch.Tensor, cameras: torch.Ten
         return out
     if points.shape[0] == 0:
         return out.fill_(EMPTY_KEY)
-    module.project_zbuffer(points.data_ptr(), points.shape[0], cameras.data_ptr(), cameras.shape[0], h, w,
-                           float(near), out.data_ptr(), *_launch_args(device))
+    with _on_device(device):
+        module.project_zbuffer(points.data_ptr(), points.shape[0], cameras.data_ptr(), cameras.shape[0], h, w,
+                               float(near), out.data_ptr(), *_launch_args(device))
     return out
 
 
@@ -68,9 +75,10 @@ def depth_consistency(module: ModuleType, points: torch.Tensor, source_frame: to
     if points.shape[0] == 0 or depths.shape[0] == 0:
         return out
     t, h, w = depths.shape
-    module.depth_consistency(points.data_ptr(), source_frame.data_ptr(), points.shape[0], depths.data_ptr(), t, h,
-                             w, cameras.data_ptr(), float(margin), int(radius), float(near), out.data_ptr(),
-                             *_launch_args(device))
+    with _on_device(device):
+        module.depth_consistency(points.data_ptr(), source_frame.data_ptr(), points.shape[0], depths.data_ptr(), t,
+                                 h, w, cameras.data_ptr(), float(margin), int(radius), float(near), out.data_ptr(),
+                                 *_launch_args(device))
     return out
 
 
@@ -94,8 +102,9 @@ def segment_fuse(module: ModuleType, sorted_keys: torch.Tensor, order: torch.Ten
     weight_sum = torch.empty(u, dtype=torch.float32, device=device)
     slot = torch.empty(u, dtype=torch.int64, device=device)
     if u:
-        module.segment_fuse(unique_keys.data_ptr(), starts.data_ptr(), u, order.data_ptr(), positions.data_ptr(),
-                            features.data_ptr(), c, weights.data_ptr(), store_keys.data_ptr(),
-                            store_slots.data_ptr(), store_keys.numel(), pos_sum.data_ptr(), feat_sum.data_ptr(),
-                            weight_sum.data_ptr(), slot.data_ptr(), *_launch_args(device))
+        with _on_device(device):
+            module.segment_fuse(unique_keys.data_ptr(), starts.data_ptr(), u, order.data_ptr(), positions.data_ptr(),
+                                features.data_ptr(), c, weights.data_ptr(), store_keys.data_ptr(),
+                                store_slots.data_ptr(), store_keys.numel(), pos_sum.data_ptr(),
+                                feat_sum.data_ptr(), weight_sum.data_ptr(), slot.data_ptr(), *_launch_args(device))
     return unique_keys, pos_sum, feat_sum, weight_sum, slot
