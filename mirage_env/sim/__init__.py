@@ -1,0 +1,10 @@
+"""Procedural 3D scene simulator: boxes, capsules and planes with solid textures, moving objects, a ray-cast renderer
+giving RGB, exact z-depth, object ids and masks, and collision queries for camera motion."""
+
+from mirage_env.sim.motion import Mover, Path
+from mirage_env.sim.primitives import Box, Capsule, Plane
+from mirage_env.sim.renderer import RenderOutput, render
+from mirage_env.sim.scene import Scene
+from mirage_env.sim.textures import Material
+
+__all__ = ["Box", "Capsule", "Material", "Mover", "Path", "Plane", "RenderOutput", "Scene", "render"]
