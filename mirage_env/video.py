@@ -1,0 +1,59 @@
+"""Write frame sequences as mp4 (imageio-ffmpeg's bundled ffmpeg) or GIF, and contact sheets as PNG."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+
+def _as_frames(frames) -> np.ndarray:
+    array = np.asarray(frames)
+    if array.ndim != 4 or array.shape[-1] != 3 or array.dtype != np.uint8:
+        raise ValueError(f"frames must be uint8 [T, H, W, 3], got {array.dtype} {list(array.shape)}")
+    return array
+
+
+def write_video(path: str | Path, frames, fps: float = 16.0) -> Path:
+    """Write uint8 frames [T, H, W, 3] to ``path``; the suffix picks the format (.mp4 or .gif)."""
+    path = Path(path)
+    array = _as_frames(frames)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix.lower() == ".gif":
+        images = [Image.fromarray(f) for f in array]
+        images[0].save(path, save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
+        return path
+    if path.suffix.lower() != ".mp4":
+        raise ValueError(f"unsupported video format {path.suffix!r}: use .mp4 or .gif")
+    import imageio.v2 as imageio
+
+    # libx264 with yuv420p needs even sizes: pad by edge replication.
+    pad_h, pad_w = array.shape[1] % 2, array.shape[2] % 2
+    if pad_h or pad_w:
+        array = np.pad(array, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
+    with imageio.get_writer(path, fps=fps, codec="libx264", quality=8, macro_block_size=1,
+                            ffmpeg_log_level="error") as writer:
+        for frame in array:
+            writer.append_data(frame)
+    return path
+
+
+def contact_sheet(frames, columns: int = 8) -> np.ndarray:
+    """Tile frames [T, H, W, 3] into one image, ``columns`` per row (empty tiles are black)."""
+    array = _as_frames(frames)
+    t, h, w, _ = array.shape
+    rows = -(-t // columns)
+    sheet = np.zeros((rows * h, min(columns, t) * w, 3), dtype=np.uint8)
+    for i, frame in enumerate(array):
+        r, c = divmod(i, columns)
+        sheet[r * h:(r + 1) * h, c * w:(c + 1) * w] = frame
+    return sheet
+
+
+def write_png(path: str | Path, image: np.ndarray) -> Path:
+    """Save a uint8 HxWx3 image as PNG."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(image).save(path)
+    return path
