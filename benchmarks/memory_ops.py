@@ -74,7 +74,7 @@ def main() -> None:
         (f"project_zbuffer N={args.points:,} B={args.cameras} {h}x{w}", "project_zbuffer",
          (points, cameras, h, w, 0.01), True),
         (f"depth_consistency N={args.points:,} T={t} r=1", "depth_consistency",
-         (points, source, depths, depth_cameras, 0.05, 1, 0.01), True),
+         (points, source, *reference.window_depth_range(depths, 1), depth_cameras, 0.05, 0.01), True),
         (f"segment_fuse M={m:,} C={args.channels}", "segment_fuse", fuse_args, False),
     ]
     rows = []

@@ -36,18 +36,19 @@ void def_kernels(py::module_& m) {
       py::arg(Ops::kLaunchName), Release());
   m.def(
       "depth_consistency",
-      [](Ptr points, Ptr source_frame, int64_t n, Ptr depths, int64_t t, int64_t h, int64_t w, Ptr cameras,
-         double margin, int64_t radius, double near, Ptr out, Launch launch) {
+      [](Ptr points, Ptr source_frame, int64_t n, Ptr near_depth, Ptr far_depth, int64_t t, int64_t h, int64_t w,
+         Ptr cameras, double margin, double near, Ptr out, Launch launch) {
         // the reference rounds 1 -/+ margin (computed in double) to float32
-        Ops::depth_consistency({as<const float>(points), as<const int32_t>(source_frame), n, as<const float>(depths),
+        Ops::depth_consistency({as<const float>(points), as<const int32_t>(source_frame), n,
+                                as<const float>(near_depth), as<const float>(far_depth),
                                 t, h, w, as<const float>(cameras), static_cast<float>(1.0 - margin),
-                                static_cast<float>(1.0 + margin), radius, static_cast<float>(near),
+                                static_cast<float>(1.0 + margin), static_cast<float>(near),
                                 as<int32_t>(out)},
                                launch);
       },
       "Visible / in-front / behind counts int32 [n, 3] (see mirage_env.ops.reference.depth_consistency).",
-      py::arg("points"), py::arg("source_frame"), py::arg("n"), py::arg("depths"), py::arg("t"), py::arg("h"),
-      py::arg("w"), py::arg("cameras"), py::arg("margin"), py::arg("radius"), py::arg("near"), py::arg("out"),
+      py::arg("points"), py::arg("source_frame"), py::arg("n"), py::arg("near_depth"), py::arg("far_depth"),
+      py::arg("t"), py::arg("h"), py::arg("w"), py::arg("cameras"), py::arg("margin"), py::arg("near"), py::arg("out"),
       py::arg(Ops::kLaunchName), Release());
   m.def(
       "segment_fuse",

@@ -36,11 +36,11 @@ struct DepthArgs {
   const float* points;          // [n, 3]
   const int32_t* source_frame;  // [n]
   int64_t n;
-  const float* depths;          // [t, h, w], 0 = no depth
+  const float* near_depth;      // [t, h, w] nearest valid depth in each pixel's window, +inf where none
+  const float* far_depth;       // [t, h, w] farthest valid depth in each pixel's window
   int64_t t, h, w;
   const float* cameras;         // [t, 16]
   float lo, hi;                 // float32(1 - margin), float32(1 + margin)
-  int64_t radius;
   float near;
   int32_t* out;                 // [n, 3]: visible, in_front, behind
 };
@@ -101,25 +101,6 @@ MIRAGE_HD int64_t pixel_offset(const ZbufferArgs& a, int64_t c, int64_t x, int64
   return (c * a.h + y) * a.w + x;
 }
 
-struct DepthRange {
-  float min, max;  // over valid (> 0) depths; min = +inf when there is none
-};
-
-// Valid-depth range in the (2r+1)^2 window around (x, y), clipped at the image border (max_pool2d padding).
-MIRAGE_HD DepthRange window_range(const float* depth, int64_t h, int64_t w, int64_t x, int64_t y, int64_t r) {
-  DepthRange range{INFINITY, -INFINITY};
-  for (int64_t yy = y - r > 0 ? y - r : 0; yy <= y + r && yy < h; ++yy) {
-    for (int64_t xx = x - r > 0 ? x - r : 0; xx <= x + r && xx < w; ++xx) {
-      const float d = depth[yy * w + xx];
-      if (d > 0.f) {
-        range.min = d < range.min ? d : range.min;
-        range.max = d > range.max ? d : range.max;
-      }
-    }
-  }
-  return range;
-}
-
 // Visible / in-front / behind counts of point i over every frame but its source frame.
 MIRAGE_HD void depth_votes(const DepthArgs& a, int64_t i) {
   const float* p = a.points + 3 * i;
@@ -128,11 +109,12 @@ MIRAGE_HD void depth_votes(const DepthArgs& a, int64_t i) {
     if (a.source_frame[i] == t) continue;
     const Pixel px = project(p[0], p[1], p[2], a.cameras + 16 * t, a.h, a.w, a.near);
     if (!px.inside) continue;
-    const DepthRange range = window_range(a.depths + t * a.h * a.w, a.h, a.w, px.x, px.y, a.radius);
-    if (!(range.min < INFINITY)) continue;  // the reference's isfinite(dmin): only +inf depths count as none
+    const int64_t at = (t * a.h + px.y) * a.w + px.x;
+    const float nearest = a.near_depth[at];
+    if (!(nearest < INFINITY)) continue;  // the reference's isfinite(dmin): only +inf depths count as none
     ++visible;
-    front += px.zc < range.min * a.lo;
-    behind += px.zc > range.max * a.hi;
+    front += px.zc < nearest * a.lo;
+    behind += px.zc > a.far_depth[at] * a.hi;
   }
   a.out[3 * i] = visible;
   a.out[3 * i + 1] = front;
@@ -185,10 +167,9 @@ inline void validate(const ZbufferArgs& a) {
 
 inline void validate(const DepthArgs& a) {
   require(a.n >= 0 && a.t >= 0 && a.h >= 0 && a.w >= 0, "depth_consistency", "sizes must be non-negative");
-  require(a.radius >= 0, "depth_consistency", "radius must be non-negative");
-  require(a.h <= INT32_MAX && a.w <= INT32_MAX && a.radius <= INT32_MAX, "depth_consistency",
-          "h, w and radius must fit in int32");
-  require(a.n == 0 || (a.points && a.source_frame && a.out && (a.t == 0 || (a.depths && a.cameras))),
+  require(a.h <= INT32_MAX && a.w <= INT32_MAX, "depth_consistency", "h and w must fit in int32");
+  require(a.n == 0 || (a.points && a.source_frame && a.out &&
+                       (a.t == 0 || (a.near_depth && a.far_depth && a.cameras))),
           "depth_consistency", "null data pointer");
 }
 

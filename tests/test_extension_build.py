@@ -23,8 +23,8 @@ def test_cpu_module_rejects_bad_sizes_with_value_error():
     c = importlib.import_module("mirage_env._C")
     with pytest.raises(ValueError, match="non-negative"):
         c.project_zbuffer(0, -1, 0, 1, 1, 1, 0.1, 0, 1)
-    with pytest.raises(ValueError, match="radius"):
-        c.depth_consistency(0, 0, 0, 0, 1, 1, 1, 0, 0.1, -1, 0.1, 0, 1)
+    with pytest.raises(ValueError, match="non-negative"):
+        c.depth_consistency(0, 0, 0, 0, 0, -1, 1, 1, 0, 0.1, 0.1, 0, 1)
     with pytest.raises(ValueError, match="num_threads"):
         c.segment_fuse(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
 

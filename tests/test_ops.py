@@ -113,20 +113,27 @@ def test_points_behind_or_near_the_camera_are_not_drawn():
         assert int((packed != EMPTY_KEY).sum()) == 1, name
 
 
-def consistency_inputs(seed: int, n: int = 4000):
+def consistency_inputs(seed: int, radius: int, n: int = 4000):
     g = torch.Generator().manual_seed(seed)
     t, h, w = 4, 12, 16
     depths = torch.rand(t, h, w, generator=g) * 3 + 2
     depths[torch.rand(t, h, w, generator=g) < 0.1] = 0.0
     points, cameras, _ = random_scene(n, seed, b=t, hw=(h, w))
     source = torch.randint(-1, t, (n,), generator=g, dtype=torch.int32)
-    return points, source, depths, cameras
+    return (points, source, *reference.window_depth_range(depths, radius), cameras)
+
+
+def test_window_depth_range():
+    depth = torch.tensor([[[1.0, 0.0, 3.0], [0.0, 0.0, 0.0], [0.0, 0.0, 5.0]]])
+    near, far = reference.window_depth_range(depth, 1)
+    assert near[0].tolist() == [[1.0, 1.0, 3.0], [1.0, 1.0, 3.0], [float("inf"), 5.0, 5.0]]
+    assert far[0].tolist() == [[1.0, 3.0, 3.0], [1.0, 5.0, 5.0], [float("-inf"), 5.0, 5.0]]
 
 
 @pytest.mark.parametrize("radius", [0, 1, 2])
 def test_depth_consistency_backends_agree_exactly(radius):
-    args = consistency_inputs(radius)
-    results = run_all_backends("depth_consistency", *args, 0.05, radius, 0.01)
+    args = consistency_inputs(radius, radius)
+    results = run_all_backends("depth_consistency", *args, 0.05, 0.01)
     expected = results.pop("reference")
     assert int(expected[:, 0].sum()) > 0 and int(expected[:, 1].sum()) > 0 and int(expected[:, 2].sum()) > 0
     for name, got in results.items():
@@ -140,7 +147,8 @@ def test_depth_consistency_votes():
                            torch.eye(4, dtype=torch.float64).expand(2, 4, 4))
     points = torch.tensor([[0.0, 0.0, 2.0], [0.0, 0.0, 4.02], [0.0, 0.0, 6.0], [0.0, 0.0, 4.0]])
     source = torch.tensor([-1, -1, -1, 0], dtype=torch.int32)
-    for name, counts in run_all_backends("depth_consistency", points, source, depth, cameras, 0.05, 1, 0.01).items():
+    ranges = reference.window_depth_range(depth, 1)
+    for name, counts in run_all_backends("depth_consistency", points, source, *ranges, cameras, 0.05, 0.01).items():
         assert counts.tolist() == [[1, 1, 0], [1, 0, 0], [1, 0, 1], [0, 0, 0]], name
 
 

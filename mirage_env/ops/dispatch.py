@@ -58,11 +58,13 @@ def project_zbuffer(points: torch.Tensor, cameras: torch.Tensor, h: int, w: int,
 
 def depth_consistency(points: torch.Tensor, source_frame: torch.Tensor, depths: torch.Tensor, cameras: torch.Tensor,
                       margin: float, radius: int, near: float) -> torch.Tensor:
-    """See :func:`mirage_env.ops.reference.depth_consistency`."""
+    """Visible / in-front / behind counts of points against depth maps [T, h, w] (0 = no depth) compared over
+    (2 radius + 1)^2 windows; see :func:`mirage_env.ops.reference.depth_consistency`."""
+    near_depth, far_depth = reference.window_depth_range(depths, radius)
     module = extension_module(points.device)
     if module is None:
-        return reference.depth_consistency(points, source_frame, depths, cameras, margin, radius, near)
-    return extension.depth_consistency(module, points, source_frame, depths, cameras, margin, radius, near)
+        return reference.depth_consistency(points, source_frame, near_depth, far_depth, cameras, margin, near)
+    return extension.depth_consistency(module, points, source_frame, near_depth, far_depth, cameras, margin, near)
 
 
 def segment_fuse(sorted_keys: torch.Tensor, order: torch.Tensor, positions: torch.Tensor, features: torch.Tensor,

@@ -64,21 +64,23 @@ def project_zbuffer(module: ModuleType, points: torch.Tensor, cameras: torch.Ten
     return out
 
 
-def depth_consistency(module: ModuleType, points: torch.Tensor, source_frame: torch.Tensor, depths: torch.Tensor,
-                      cameras: torch.Tensor, margin: float, radius: int, near: float) -> torch.Tensor:
+def depth_consistency(module: ModuleType, points: torch.Tensor, source_frame: torch.Tensor,
+                      near_depth: torch.Tensor, far_depth: torch.Tensor, cameras: torch.Tensor, margin: float,
+                      near: float) -> torch.Tensor:
     device = points.device
     _check("points", points, torch.float32, device, 2)
     _check("source_frame", source_frame, torch.int32, device, 1)
-    _check("depths", depths, torch.float32, device, 3)
+    _check("near_depth", near_depth, torch.float32, device, 3)
+    _check("far_depth", far_depth, torch.float32, device, 3)
     _check("cameras", cameras, torch.float32, device, 2)
     out = torch.zeros((points.shape[0], 3), dtype=torch.int32, device=device)
-    if points.shape[0] == 0 or depths.shape[0] == 0:
+    if points.shape[0] == 0 or near_depth.shape[0] == 0:
         return out
-    t, h, w = depths.shape
+    t, h, w = near_depth.shape
     with _on_device(device):
-        module.depth_consistency(points.data_ptr(), source_frame.data_ptr(), points.shape[0], depths.data_ptr(), t,
-                                 h, w, cameras.data_ptr(), float(margin), int(radius), float(near), out.data_ptr(),
-                                 *_launch_args(device))
+        module.depth_consistency(points.data_ptr(), source_frame.data_ptr(), points.shape[0], near_depth.data_ptr(),
+                                 far_depth.data_ptr(), t, h, w, cameras.data_ptr(), float(margin), float(near),
+                                 out.data_ptr(), *_launch_args(device))
     return out
 
 

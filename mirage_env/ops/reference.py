@@ -73,21 +73,35 @@ def project_zbuffer(points: torch.Tensor, cameras: torch.Tensor, h: int, w: int,
     return out
 
 
+def window_depth_range(depths: torch.Tensor, radius: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Nearest and farthest valid (> 0) depth in the (2 radius + 1)^2 window of every pixel of [T, h, w].
+
+    Windows are clipped at the border; a window without valid depth gives (+inf, -inf). Shared by every backend.
+    """
+    valid = depths > 0
+    k = 2 * radius + 1
+    inf = torch.full_like(depths, float("inf"))
+    nearest = -torch.nn.functional.max_pool2d(-torch.where(valid, depths, inf)[:, None], k, 1, radius)[:, 0]
+    farthest = torch.nn.functional.max_pool2d(torch.where(valid, depths, -inf)[:, None], k, 1, radius)[:, 0]
+    return nearest.contiguous(), farthest.contiguous()
+
+
 def depth_consistency(
     points: torch.Tensor,
     source_frame: torch.Tensor,
-    depths: torch.Tensor,
+    near_depth: torch.Tensor,
+    far_depth: torch.Tensor,
     cameras: torch.Tensor,
     margin: float,
-    radius: int,
     near: float,
 ) -> torch.Tensor:
-    """Count, for each point, how it sits against the observed depth maps of T frames.
+    """Count, for each point, how it sits against the observed depth of T frames.
 
-    ``depths`` [T, h, w] float32 with 0 = no depth. A point is *visible* in frame t (t != source_frame[i]) when it
-    projects inside the image and at least one valid depth lies in the (2 radius + 1)^2 window around its pixel.
-    Among visible frames it is *in front* when ``zc < dmin * (1 - margin)`` (free space: something it should
-    hide was seen behind it) and *behind* when ``zc > dmax * (1 + margin)`` (occluded).
+    ``near_depth`` and ``far_depth`` [T, h, w] are the window ranges of the observed depth maps (see
+    :func:`window_depth_range`). A point is *visible* in frame t (t != source_frame[i]) when it projects inside
+    the image onto a pixel whose window holds a valid depth. Among visible frames it is *in front* when
+    ``zc < near_depth * (1 - margin)`` (free space: something it should hide was seen behind it) and *behind*
+    when ``zc > far_depth * (1 + margin)`` (occluded).
 
     Returns int32 [N, 3]: (visible, in_front, behind) counts.
     """
@@ -95,21 +109,16 @@ def depth_consistency(
     counts = torch.zeros((n, 3), dtype=torch.int32, device=points.device)
     if n == 0:
         return counts
-    t_frames, h, w = depths.shape
-    valid = depths > 0
-    k = 2 * radius + 1
-    inf = torch.full_like(depths, float("inf"))
-    dmin = -torch.nn.functional.max_pool2d(-torch.where(valid, depths, inf)[:, None], k, 1, radius)[:, 0]
-    dmax = torch.nn.functional.max_pool2d(torch.where(valid, depths, -inf)[:, None], k, 1, radius)[:, 0]
-    any_valid = torch.isfinite(dmin)
+    t_frames, h, w = near_depth.shape
     lo = torch.tensor(1.0 - margin, dtype=torch.float32)
     hi = torch.tensor(1.0 + margin, dtype=torch.float32)
     for t in range(t_frames):
         zc, px, py, inside = _project(points, cameras[t], h, w, near)
         pixel = py * w + px
-        seen = inside & (source_frame != t) & any_valid[t].flatten()[pixel]
-        front = seen & (zc < dmin[t].flatten()[pixel] * lo)
-        back = seen & (zc > dmax[t].flatten()[pixel] * hi)
+        nearest = near_depth[t].flatten()[pixel]
+        seen = inside & (source_frame != t) & torch.isfinite(nearest)
+        front = seen & (zc < nearest * lo)
+        back = seen & (zc > far_depth[t].flatten()[pixel] * hi)
         counts[:, 0] += seen.to(torch.int32)
         counts[:, 1] += front.to(torch.int32)
         counts[:, 2] += back.to(torch.int32)
