@@ -1,0 +1,355 @@
+"""The segment loop: camera -> memory read -> world model -> decode -> depth -> dynamic discard -> memory write.
+
+:class:`World` runs B independent worlds that share one model; every segment of all B worlds is denoised and
+decoded in batched forwards. One step generates ``latents_per_step`` new latent frames, that is
+``temporal_stride * latents_per_step`` new pixel frames. The first latent of a segment is the previous segment's
+last frame re-encoded (clean, re-imposed at every denoising step), so with ``latents_per_step=8`` a rollout has
+33 + 32k frames as in Mirage, and with ``latents_per_step=1`` every step adds 4 frames (the RL setting).
+Latent i of a segment sits at the pose of its pixel frame ``4 i``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from mirage_env.geometry.camera import backproject_depth, intrinsics_from_fov, scale_intrinsics
+from mirage_env.geometry.checks import check_finite, check_intrinsics, check_poses, check_shape
+from mirage_env.memory import LatentSpatialMemory, MemoryConfig
+from mirage_env.memory.discard import DiscardConfig, DiscardStats, discard_dynamic
+from mirage_env.memory.voxels import pack_voxel_keys, voxel_coords
+from mirage_env.models.depth import Cameras, DepthProvider, MemoryDepth
+from mirage_env.models.interface import SegmentRequest, WorldModel
+from mirage_env.world.keyframes import KeyframeStore
+
+SNAPSHOT_FORMAT = "mirage-env-world"
+SNAPSHOT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class WorldConfig:
+    """Settings of a :class:`World`.
+
+    ``latents_per_step`` new latent frames per step (1 for RL, 8 for Mirage's 33 + 32k-frame chunks);
+    ``num_steps`` denoising steps; ``preceding`` clean latents of context before the segment and ``references``
+    retrieved keyframes; memory and discard settings as in :class:`MemoryConfig` and :class:`DiscardConfig`.
+    """
+
+    image_hw: tuple[int, int] = (64, 64)
+    fov_deg: float = 70.0
+    latents_per_step: int = 1
+    num_steps: int = 4
+    preceding: int = 1
+    references: int = 2
+    keyframes: int = 64
+    fps: float = 16.0
+    voxel_size: float = 0.05
+    memory_capacity: int = 1 << 18
+    memory_dtype: str = "float32"
+    discard: DiscardConfig = field(default_factory=DiscardConfig)
+
+    def __post_init__(self) -> None:
+        if self.latents_per_step < 1 or self.num_steps < 1 or self.preceding < 0 or self.references < 0:
+            raise ValueError("latents_per_step and num_steps must be >= 1, preceding and references >= 0")
+        if self.fps <= 0 or self.keyframes < 1:
+            raise ValueError("fps must be > 0 and keyframes >= 1")
+
+    @classmethod
+    def mirage_chunks(cls, **overrides) -> WorldConfig:
+        """Mirage's long-rollout setting: 33-frame chunks (8 new latents), 20 denoising steps."""
+        return cls(**{"latents_per_step": 8, "num_steps": 20, **overrides})
+
+
+@dataclass
+class InitialView:
+    """What a world starts from: an RGB frame, its z-depth, intrinsics and camera-to-world pose.
+
+    ``image`` uint8 [H, W, 3]; ``depth`` [H, W] (0 or inf where unknown or sky); ``K`` [3, 3] for that size;
+    ``c2w`` [4, 4]; optional ``dynamic_mask`` bool [H, W] of pixels never to write into the memory.
+    """
+
+    image: torch.Tensor
+    depth: torch.Tensor
+    K: torch.Tensor
+    c2w: torch.Tensor
+    dynamic_mask: torch.Tensor | None = None
+
+
+@dataclass
+class StepTimings:
+    """Milliseconds spent in each stage of the last step (summed over the batch)."""
+
+    read: float = 0.0
+    denoise: float = 0.0
+    decode: float = 0.0
+    depth: float = 0.0
+    discard: float = 0.0
+    write: float = 0.0
+
+    def total(self) -> float:
+        return self.read + self.denoise + self.decode + self.depth + self.discard + self.write
+
+
+@dataclass
+class Segment:
+    """What one step produced for every world."""
+
+    frames: torch.Tensor  # uint8 [B, F, H, W, 3], the new frames
+    latents: torch.Tensor  # [B, C, k, h, w], the new latents
+    poses: torch.Tensor  # [B, F, 4, 4]
+    coverage: torch.Tensor  # [B, k] fraction of each new latent frame the memory covered before generation
+    references: list[list[int]]  # per world, the frame indices of the keyframes used as references
+    discard: list[DiscardStats]
+    timings: StepTimings
+
+
+@dataclass
+class _State:
+    """One world."""
+
+    memory: LatentSpatialMemory
+    K: torch.Tensor
+    pose: torch.Tensor
+    frame: int
+    generator: torch.Generator
+    first_latent: torch.Tensor  # [C, 1, h, w]
+    history: list[torch.Tensor]  # recent latents [C, h, w], newest last
+    history_frames: list[int]
+    keyframes: KeyframeStore
+    depth: DepthProvider
+
+
+def _timed(timings: StepTimings, stage: str):
+    class _Timer:
+        def __enter__(self):
+            self.start = time.perf_counter()
+
+        def __exit__(self, *exc):
+            setattr(timings, stage, getattr(timings, stage) + (time.perf_counter() - self.start) * 1e3)
+
+    return _Timer()
+
+
+def _to_unit(image: torch.Tensor) -> torch.Tensor:
+    """uint8 [..., H, W, 3] -> float [..., 3, H, W] in [-1, 1]."""
+    return image.movedim(-1, -3).float() / 127.5 - 1.0
+
+
+def _to_uint8(frames: torch.Tensor) -> torch.Tensor:
+    """float [..., 3, H, W] in [-1, 1] -> uint8 [..., H, W, 3]."""
+    return ((frames.clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8).movedim(-3, -1)
+
+
+class World:
+    """B worlds sharing one :class:`~mirage_env.models.interface.WorldModel`, each with its own memory."""
+
+    def __init__(self, model: WorldModel, config: WorldConfig = WorldConfig(), batch_size: int = 1) -> None:
+        h, w = config.image_hw
+        s = model.spatial_stride
+        if h % s or w % s:
+            raise ValueError(f"image_hw {config.image_hw} must be a multiple of the model's spatial stride {s}")
+        self.model = model
+        self.config = config
+        self.batch_size = batch_size
+        self.latent_hw = (h // s, w // s)
+        self.frames_per_step = model.temporal_stride * config.latents_per_step
+        self._states: list[_State | None] = [None] * batch_size
+
+    # ------------------------------------------------------------------ set-up
+    def default_intrinsics(self) -> torch.Tensor:
+        """Intrinsics [3, 3] (float64) of ``image_hw`` with the configured horizontal field of view."""
+        return intrinsics_from_fov(self.config.fov_deg, self.config.image_hw)
+
+    def _new_memory(self) -> LatentSpatialMemory:
+        config = MemoryConfig(feature_dim=self.model.latent_channels, voxel_size=self.config.voxel_size,
+                              capacity=self.config.memory_capacity, dtype=self.config.memory_dtype)
+        return LatentSpatialMemory(config, self.model.device if hasattr(self.model, "device") else "cpu")
+
+    def _check_view(self, view: InitialView) -> None:
+        h, w = self.config.image_hw
+        if view.image.dtype != torch.uint8 or tuple(view.image.shape) != (h, w, 3):
+            raise ValueError(f"image must be uint8 [{h}, {w}, 3], got {view.image.dtype} {list(view.image.shape)}")
+        check_shape("depth", view.depth, (h, w))
+        if bool(torch.isnan(view.depth).any()) or bool((view.depth < 0).any()):
+            raise ValueError("depth contains NaN or negative values")
+        check_shape("K", view.K, (3, 3))
+        check_intrinsics(view.K)
+        check_shape("c2w", view.c2w, (4, 4))
+        check_poses(view.c2w)
+        if view.dynamic_mask is not None and (view.dynamic_mask.dtype != torch.bool
+                                              or tuple(view.dynamic_mask.shape) != (h, w)):
+            raise ValueError(f"dynamic_mask must be bool [{h}, {w}]")
+
+    def reset(self, index: int, view: InitialView, seed: int, depth: DepthProvider | None = None) -> None:
+        """Start world ``index`` from ``view`` with an empty memory and RNG ``seed``.
+
+        ``depth`` gives depth for generated frames (default :class:`MemoryDepth`: the memory's z-buffer where
+        covered, far fill in holes; use ``SimulatorDepth(scene)`` when the world is a simulated scene).
+        """
+        self._check_view(view)
+        memory = self._new_memory()
+        latent = self.model.encode(_to_unit(view.image)[None, None])[0]  # [C, 1, h, w]
+        K = view.K.to(torch.float64)
+        pose = view.c2w.to(torch.float64)
+        state = _State(memory, K, pose, 0, torch.Generator().manual_seed(seed), latent, [latent[:, 0]], [0],
+                       KeyframeStore(self.config.keyframes), depth or MemoryDepth())
+        self._write(state, latent, view.depth[None].float(), pose[None],
+                    None if view.dynamic_mask is None else view.dynamic_mask[None], frame_indices=[0])
+        self._states[index] = state
+
+    def state(self, index: int) -> _State:
+        state = self._states[index]
+        if state is None:
+            raise RuntimeError(f"world {index} has not been reset")
+        return state
+
+    @property
+    def poses(self) -> torch.Tensor:
+        """Current camera-to-world poses [B, 4, 4]."""
+        return torch.stack([self.state(i).pose for i in range(self.batch_size)])
+
+    def memory(self, index: int) -> LatentSpatialMemory:
+        return self.state(index).memory
+
+    # ------------------------------------------------------------------ the step
+    def latent_poses(self, poses: torch.Tensor) -> torch.Tensor:
+        """Poses of the new latent frames [B, k, 4, 4]: pixel frames 4, 8, ..., F of the segment."""
+        return poses[:, self.model.temporal_stride - 1::self.model.temporal_stride]
+
+    def step(self, poses: torch.Tensor) -> Segment:
+        """Generate the next segment of every world along ``poses`` [B, F, 4, 4] (one pose per new frame)."""
+        b, f = self.batch_size, self.frames_per_step
+        check_shape("poses", poses, (b, f, 4, 4))
+        check_poses(poses, "poses")
+        states = [self.state(i) for i in range(b)]
+        poses = poses.to(torch.float64)
+        timings = StepTimings()
+        k = self.config.latents_per_step
+        targets = torch.cat([torch.stack([s.pose for s in states])[:, None], self.latent_poses(poses)], dim=1)
+
+        with _timed(timings, "read"):
+            reads = [s.memory.read(scale_intrinsics(s.K, self.config.image_hw, self.latent_hw).expand(k + 1, 3, 3),
+                                   targets[i], self.latent_hw) for i, s in enumerate(states)]
+        with _timed(timings, "denoise"):
+            latents, references = self._generate(states, reads)
+        with _timed(timings, "decode"):
+            frames = self.model.decode(latents)  # [B, 1 + F, 3, H, W]
+            last = self.model.encode(frames[:, -1:])  # the next segment's clean first latent
+        new_latents, new_frames = latents[:, :, 1:], frames[:, 1:]
+        cameras_time = torch.tensor([[(s.frame + self.model.temporal_stride * (i + 1)) / self.config.fps
+                                      for i in range(k)] for s in states], dtype=torch.float64)
+        discard_stats = []
+        for i, state in enumerate(states):
+            latent_frames = new_frames[i, self.model.temporal_stride - 1::self.model.temporal_stride]  # [k, 3, H, W]
+            with _timed(timings, "depth"):
+                read = reads[i]
+                cameras = Cameras(state.K.expand(1, k, 3, 3), targets[i, 1:][None], cameras_time[i][None])
+                depth = state.depth(latent_frames[None], read.depth[1:][None], read.mask[1:][None], cameras)[0]
+            frame_indices = [state.frame + self.model.temporal_stride * (j + 1) for j in range(k)]
+            discard_stats.append(self._write(state, new_latents[i], depth, targets[i, 1:], None, frame_indices,
+                                             timings))
+            state.pose = poses[i, -1]
+            state.frame += f
+            state.first_latent = last[i]
+            for j in range(k):
+                state.history.append(new_latents[i, :, j])
+                state.history_frames.append(frame_indices[j])
+            keep = self.config.preceding + 1
+            del state.history[:-keep], state.history_frames[:-keep]
+        coverage = torch.stack([r.mask[1:].float().mean(dim=(1, 2)) for r in reads])
+        return Segment(_to_uint8(new_frames), new_latents, poses, coverage, references, discard_stats, timings)
+
+    def _write(self, state: _State, latents: torch.Tensor, depth: torch.Tensor, poses: torch.Tensor,
+               dynamic_mask: torch.Tensor | None, frame_indices: Sequence[int],
+               timings: StepTimings | None = None) -> DiscardStats:
+        """Discard dynamic content, write latents [C, k, h, w] with pixel depth [k, H, W], record keyframes."""
+        timings = timings or StepTimings()
+        k = latents.shape[1]
+        K = state.K.expand(k, 3, 3)
+        with _timed(timings, "discard"):
+            result = discard_dynamic(depth, K, poses, self.latent_hw, self.config.discard, dynamic_mask=dynamic_mask,
+                                     memory=state.memory)
+        with _timed(timings, "write"):
+            K_latent = scale_intrinsics(K, self.config.image_hw, self.latent_hw)
+            state.memory.write(latents.permute(1, 0, 2, 3), result.cell_depth, K_latent, poses,
+                               keep_mask=result.keep_mask)
+            points = backproject_depth(result.cell_depth, K_latent, poses)
+            for j in range(k):
+                keys = pack_voxel_keys(voxel_coords(points[j][result.keep_mask[j]], self.config.voxel_size))
+                state.keyframes.add(latents[:, j], poses[j], keys, frame_indices[j])
+        return result.stats
+
+    def _context(self, state: _State, read) -> tuple[torch.Tensor | None, list[int]]:
+        """(preceding [C, p, h, w] or None, indices of the retrieved keyframes) for one world."""
+        history = state.history[:-1][-self.config.preceding:] if self.config.preceding else []
+        preceding = torch.stack(history, dim=1) if history else None
+        first_preceding = state.history_frames[-len(history) - 1] if history else state.history_frames[-1]
+        visible = state.memory.keys[read.index[read.mask]]
+        return preceding, state.keyframes.retrieve(visible, self.config.references, exclude_after=first_preceding)
+
+    def _generate(self, states: list[_State], reads) -> tuple[torch.Tensor, list[list[int]]]:
+        """Denoise all worlds, batching those whose context shapes agree; also returns the references' frames."""
+        contexts = [self._context(s, r) for s, r in zip(states, reads)]
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, (preceding, chosen) in enumerate(contexts):
+            key = (0 if preceding is None else preceding.shape[1], len(chosen))
+            groups.setdefault(key, []).append(i)
+        out: list[torch.Tensor | None] = [None] * len(states)
+        for (p, r), members in groups.items():
+            request = SegmentRequest(
+                first_latent=torch.stack([states[i].first_latent for i in members]),
+                memory_features=torch.stack([reads[i].features.permute(1, 0, 2, 3) for i in members]).float(),
+                memory_mask=torch.stack([reads[i].mask[None] for i in members]).float(),
+                preceding=torch.stack([contexts[i][0] for i in members]) if p else None,
+                references=torch.stack([torch.stack([states[i].keyframes.latents[j] for j in contexts[i][1]], dim=1)
+                                        for i in members]) if r else None,
+            )
+            generators = [states[i].generator for i in members]
+            latents = self.model.generate(request, generators, self.config.num_steps)
+            for row, i in enumerate(members):
+                out[i] = latents[row]
+        frames = [[states[i].keyframes.frame_index[j] for j in chosen] for i, (_, chosen) in enumerate(contexts)]
+        return torch.stack(out), frames
+
+    # ------------------------------------------------------------------ snapshots
+    def state_dict(self, index: int) -> dict:
+        """Everything world ``index`` needs to continue exactly: memory, camera, history, keyframes, RNG."""
+        s = self.state(index)
+        return {
+            "format": SNAPSHOT_FORMAT, "version": SNAPSHOT_VERSION,
+            "memory": s.memory.state_dict(), "K": s.K, "pose": s.pose, "frame": s.frame,
+            "generator": s.generator.get_state(), "first_latent": s.first_latent,
+            "history": list(s.history), "history_frames": list(s.history_frames),
+            "keyframes": s.keyframes.state_dict(),
+        }
+
+    def load_state_dict(self, index: int, state: dict, depth: DepthProvider | None = None) -> None:
+        """Restore world ``index`` from :meth:`state_dict` (e.g. to branch a rollout); ValueError when foreign."""
+        if state.get("format") != SNAPSHOT_FORMAT or state.get("version") != SNAPSHOT_VERSION:
+            raise ValueError(f"not a {SNAPSHOT_FORMAT} snapshot of version {SNAPSHOT_VERSION}")
+        check_finite("first_latent", state["first_latent"])
+        memory = self._new_memory()
+        memory.load_state_dict(state["memory"])
+        generator = torch.Generator()
+        generator.set_state(state["generator"])
+        previous = self._states[index]
+        provider = depth or (previous.depth if previous is not None else MemoryDepth())
+        self._states[index] = _State(memory, state["K"], state["pose"], int(state["frame"]), generator,
+                                     state["first_latent"], list(state["history"]), list(state["history_frames"]),
+                                     KeyframeStore.from_state_dict(state["keyframes"]), provider)
+
+    def save(self, index: int, path: str | Path) -> None:
+        """Write world ``index`` to ``path`` (torch.save of :meth:`state_dict`; tensors, lists and ints only)."""
+        torch.save(self.state_dict(index), path)
+
+    def load(self, index: int, path: str | Path, depth: DepthProvider | None = None) -> None:
+        """Restore world ``index`` from a file written by :meth:`save`."""
+        try:
+            state = torch.load(path, weights_only=True)
+        except Exception as error:  # torch raises several types for corrupt files
+            raise ValueError(f"{path}: not a readable world snapshot ({error})") from error
+        self.load_state_dict(index, state, depth)

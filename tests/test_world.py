@@ -1,0 +1,142 @@
+"""The segment loop on the tiny preset (random weights): shapes, determinism, snapshots, retrieval."""
+
+import math
+
+import pytest
+import torch
+
+from mirage_env.geometry.trajectories import from_velocities
+from mirage_env.models import from_preset
+from mirage_env.models.depth import SimulatorDepth
+from mirage_env.sim import Scene, render
+from mirage_env.world import InitialView, KeyframeStore, World, WorldConfig
+
+
+@pytest.fixture(scope="module")
+def model():
+    return from_preset("tiny", seed=0)
+
+
+def start(world: World, index: int, seed: int) -> Scene:
+    scene = Scene.sample(seed, "indoor")
+    pose = scene.start_pose(seed)
+    K = world.default_intrinsics()
+    view = render(scene, K, pose, world.config.image_hw)
+    world.reset(index, InitialView(view.rgb[0], view.depth[0], K, pose, view.dynamic_mask[0]), seed=seed,
+                depth=SimulatorDepth(scene))
+    return scene
+
+
+def walk(world: World, yaw_deg: float = 2.0) -> torch.Tensor:
+    """Poses [B, F, 4, 4]: forward 5 cm and a small turn per frame from every world's current pose."""
+    velocity = torch.tensor([[0.0, 0.0, 0.05, math.radians(yaw_deg), 0.0, 0.0]] * world.frames_per_step)
+    return torch.stack([from_velocities(pose, velocity)[1:] for pose in world.poses])
+
+
+@pytest.mark.parametrize("config", [WorldConfig(), WorldConfig.mirage_chunks(num_steps=2)], ids=["rl", "mirage"])
+def test_shapes_through_the_loop(model, config):
+    world = World(model, config, batch_size=2)
+    for i in range(2):
+        start(world, i, seed=i)
+    k, f = config.latents_per_step, world.frames_per_step
+    assert f == 4 * k
+    voxels = len(world.memory(0))
+    for _ in range(2):
+        segment = world.step(walk(world))
+        assert segment.frames.shape == (2, f, 64, 64, 3) and segment.frames.dtype == torch.uint8
+        assert segment.latents.shape == (2, model.latent_channels, k, 8, 8)
+        assert segment.coverage.shape == (2, k) and bool((segment.coverage > 0).all())
+        assert len(segment.discard) == 2
+        assert all(getattr(segment.timings, s) > 0 for s in ("read", "denoise", "decode", "depth", "write"))
+    assert len(world.memory(0)) > voxels  # new content was written
+    assert world.state(0).frame == 2 * f
+
+
+def rollout(model, seed: int, steps: int, world: World | None = None) -> list[torch.Tensor]:
+    if world is None:
+        world = World(model, WorldConfig(), batch_size=1)
+        start(world, 0, seed)
+    return [world.step(walk(world)).frames for _ in range(steps)]
+
+
+def test_identical_seeds_give_identical_frames(model):
+    a, b = rollout(model, 3, 3), rollout(model, 3, 3)
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    c = rollout(model, 4, 3)
+    assert not torch.equal(a[-1], c[-1])
+
+
+def test_save_restore_continue_equals_an_uninterrupted_run(model, tmp_path):
+    world = World(model, WorldConfig(), batch_size=1)
+    scene = start(world, 0, 5)
+    for _ in range(2):
+        world.step(walk(world))
+    world.save(0, tmp_path / "world.pt")
+    uninterrupted = [world.step(walk(world)).frames for _ in range(3)]
+
+    branch = World(model, WorldConfig(), batch_size=1)
+    branch.load(0, tmp_path / "world.pt", depth=SimulatorDepth(scene))
+    resumed = [branch.step(walk(branch)).frames for _ in range(3)]
+    assert all(torch.equal(x, y) for x, y in zip(uninterrupted, resumed))
+
+
+def test_snapshot_errors(model, tmp_path):
+    world = World(model, WorldConfig(), batch_size=1)
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"garbage")
+    with pytest.raises(ValueError, match="not a readable world snapshot"):
+        world.load(0, bad)
+    with pytest.raises(ValueError, match="snapshot"):
+        world.load_state_dict(0, {"format": "something else"})
+
+
+def test_bad_poses_raise_and_leave_the_world_unchanged(model):
+    world = World(model, WorldConfig(), batch_size=1)
+    start(world, 0, 1)
+    before = world.state_dict(0)
+    poses = walk(world)
+    with pytest.raises(ValueError, match="poses must have shape"):
+        world.step(poses[:, :2])
+    singular = poses.clone()
+    singular[0, 1, :3, :3] = 0
+    with pytest.raises(ValueError, match="singular"):
+        world.step(singular)
+    after = world.state_dict(0)
+    assert after["frame"] == before["frame"] and torch.equal(after["pose"], before["pose"])
+    assert torch.equal(after["memory"]["keys"], before["memory"]["keys"])
+
+
+def test_reset_rejects_bad_views(model):
+    world = World(model, WorldConfig(), batch_size=1)
+    K = world.default_intrinsics()
+    image = torch.zeros(64, 64, 3, dtype=torch.uint8)
+    depth = torch.ones(64, 64)
+    with pytest.raises(ValueError, match="image must be uint8"):
+        world.reset(0, InitialView(image.float(), depth, K, torch.eye(4)), seed=0)
+    with pytest.raises(ValueError, match="NaN"):
+        world.reset(0, InitialView(image, depth * float("nan"), K, torch.eye(4)), seed=0)
+    with pytest.raises(RuntimeError, match="has not been reset"):
+        world.step(torch.eye(4).expand(1, 4, 4, 4))
+
+
+def test_keyframe_retrieval_ranks_by_visible_overlap_and_skips_the_preceding_window():
+    store = KeyframeStore(capacity=3)
+    store.add(torch.zeros(2, 1, 1), torch.eye(4), torch.tensor([1, 2, 3, 3]), frame_index=0)
+    store.add(torch.ones(2, 1, 1), torch.eye(4), torch.tensor([3, 4, 5, 6]), frame_index=4)
+    store.add(torch.ones(2, 1, 1), torch.eye(4), torch.tensor([7]), frame_index=8)
+    visible = torch.tensor([3, 4, 5, 9])
+    assert store.overlap(visible).tolist() == [1, 3, 0]
+    assert store.retrieve(visible, count=2, exclude_after=100) == [0, 1]
+    assert store.retrieve(visible, count=1, exclude_after=100) == [1]
+    assert store.retrieve(visible, count=2, exclude_after=4) == [0]  # frame 4 is in the preceding window
+    store.add(torch.ones(2, 1, 1), torch.eye(4), torch.tensor([9]), frame_index=12)
+    assert len(store) == 3 and store.frame_index == [4, 8, 12]  # bounded: the oldest went
+
+
+def test_world_retrieves_the_start_view_after_turning_away_and_back(model):
+    world = World(model, WorldConfig(preceding=1, references=2), batch_size=1)
+    start(world, 0, 2)
+    segments = [world.step(walk(world, yaw_deg=yaw)) for yaw in [10.0] * 4 + [-10.0] * 4]  # 40 degrees a step
+    assert 0 not in segments[3].references[0]  # facing away: the start view is not visible
+    assert 0 in segments[-1].references[0]  # back at the start: its keyframe is retrieved
+    assert all(len(s.references[0]) <= 2 for s in segments)
