@@ -1,0 +1,3 @@
+from mirage_env.train.recipes import main
+
+main()

@@ -1,0 +1,80 @@
+"""Training clips from the simulator: RGB, depth, dynamic masks and cameras along varied paths.
+
+Every clip is a deterministic function of its index: the scene seed, the kind (indoor/outdoor alternate), the
+camera path and the time offset are drawn from ``numpy.random.default_rng((seed, index))``. Paths mix the camera
+motions the environments produce (walking, turning, looking up and down) and return towards their start, so
+that late frames revisit what early frames saw: the statistics the memory is trained for.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from mirage_env.geometry import integrate_velocity, intrinsics_from_fov
+from mirage_env.sim import Scene, render
+
+
+@dataclass
+class Clip:
+    """``frames`` uint8 [T, H, W, 3]; ``depth`` [T, H, W] (inf = sky); ``dynamic`` bool [T, H, W];
+    ``K`` [3, 3]; ``poses`` [T, 4, 4] camera-to-world; ``times`` [T] seconds."""
+
+    frames: torch.Tensor
+    depth: torch.Tensor
+    dynamic: torch.Tensor
+    K: torch.Tensor
+    poses: torch.Tensor
+    times: torch.Tensor
+
+
+@dataclass(frozen=True)
+class ClipConfig:
+    """Size and motion of simulator clips. ``scenes`` distinct scene seeds starting at ``first_scene``."""
+
+    hw: tuple[int, int] = (64, 64)
+    frames: int = 17
+    fps: float = 16.0
+    fov_deg: float = 70.0
+    scenes: int = 200
+    first_scene: int = 0
+    max_speed: float = 0.08  # metres per frame
+    max_turn_deg: float = 6.0  # degrees per frame
+
+
+def camera_path(scene: Scene, start: torch.Tensor, frames: int, rng: np.random.Generator,
+                config: ClipConfig) -> torch.Tensor:
+    """Poses [frames, 4, 4]: a random but smooth walk for the first half, then back towards the start."""
+    outbound = frames // 2 + 1
+    speed = rng.uniform(0.0, config.max_speed)
+    turn = math.radians(rng.uniform(-config.max_turn_deg, config.max_turn_deg))
+    tilt = math.radians(rng.uniform(-1.0, 1.0))
+    poses = [start.to(torch.float64)]
+    for _ in range(outbound - 1):
+        velocity = torch.tensor([0.0, 0.0, speed, turn, tilt, 0.0], dtype=torch.float64)
+        step = integrate_velocity(poses[-1], velocity)
+        if not scene.segment_is_free(poses[-1][:3, 3].numpy(), step[:3, 3].numpy(), 0.15):
+            step = integrate_velocity(poses[-1], velocity * torch.tensor([0, 0, 0, 1, 1, 0], dtype=torch.float64))
+        poses.append(step)
+    back = poses[-2::-1][: frames - outbound]
+    return torch.stack(poses + back)
+
+
+def sample_clip(index: int, config: ClipConfig = ClipConfig(), seed: int = 0) -> Clip:
+    """The clip with this index (deterministic)."""
+    rng = np.random.default_rng((seed, index))
+    scene_seed = config.first_scene + int(rng.integers(config.scenes))
+    scene = Scene.sample(scene_seed, ("indoor", "outdoor")[scene_seed % 2])
+    poses = camera_path(scene, scene.start_pose(rng), config.frames, rng, config)
+    K = intrinsics_from_fov(config.fov_deg, config.hw)
+    times = torch.tensor(rng.uniform(0.0, 10.0) + np.arange(config.frames) / config.fps)
+    view = render(scene, K, poses, config.hw, time=times)
+    return Clip(view.rgb, view.depth, view.dynamic_mask, K, poses, times)
+
+
+def frames_to_unit(frames: torch.Tensor) -> torch.Tensor:
+    """uint8 [..., T, H, W, 3] -> float video [..., 3, T, H, W] in [-1, 1] (the VAE's layout)."""
+    return frames.movedim(-1, -4).float() / 127.5 - 1.0

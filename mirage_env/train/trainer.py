@@ -1,0 +1,155 @@
+"""A small, resumable training loop: AdamW on fp32 master weights, optional bf16 autocast, gradient clipping,
+warm-up + cosine learning rate, safetensors checkpoints with a JSON state, a CSV metrics log and a progress bar.
+
+Checkpoint layout (``out_dir/checkpoint/``): ``weights.safetensors`` (the trained parameters by name),
+``optimizer.safetensors`` (AdamW moments by parameter name), ``state.json`` (step, config, generator state).
+``out_dir/metrics.csv`` gets one row per logged step.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm import tqdm
+
+LossFn = Callable[[int, torch.Generator], torch.Tensor]
+"""(step, generator) -> scalar loss; draws its batch and noise from the generator only (reproducible)."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int
+    lr: float = 1e-4
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.999)
+    grad_clip: float = 1.0
+    warmup: int = 50
+    seed: int = 0
+    log_every: int = 20
+    checkpoint_every: int = 200
+    precision: str = "fp32"  # "fp32" or "bf16" (autocast; master weights stay fp32)
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.lr <= 0 or self.precision not in ("fp32", "bf16"):
+            raise ValueError("steps >= 1, lr > 0 and precision in ('fp32', 'bf16') are required")
+
+
+def learning_rate(step: int, config: TrainConfig) -> float:
+    """Linear warm-up, then cosine decay to 10 % of ``lr``."""
+    if step < config.warmup:
+        return config.lr * (step + 1) / config.warmup
+    progress = (step - config.warmup) / max(1, config.steps - config.warmup)
+    return config.lr * (0.1 + 0.45 * (1 + math.cos(math.pi * min(progress, 1.0))))
+
+
+class Trainer:
+    """Train the parameters of ``module`` that require grad on ``loss_fn``, checkpointing into ``out_dir``."""
+
+    def __init__(self, module: torch.nn.Module, loss_fn: LossFn, config: TrainConfig, out_dir: str | Path) -> None:
+        self.module = module
+        self.loss_fn = loss_fn
+        self.config = config
+        self.out_dir = Path(out_dir)
+        self.params = {name: p for name, p in module.named_parameters() if p.requires_grad}
+        if not self.params:
+            raise ValueError("the module has no trainable parameters")
+        for name, p in self.params.items():
+            if p.dtype != torch.float32:
+                raise ValueError(f"trainable parameter {name} is {p.dtype}; master weights must be float32")
+        self.optimizer = torch.optim.AdamW(list(self.params.values()), lr=config.lr, betas=config.betas,
+                                           weight_decay=config.weight_decay)
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.step = 0
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.out_dir / "checkpoint"
+
+    def save_checkpoint(self) -> None:
+        folder = self.checkpoint_dir
+        folder.mkdir(parents=True, exist_ok=True)
+        save_file({n: p.detach().contiguous().cpu() for n, p in self.params.items()}, str(folder / "weights.safetensors"))
+        moments = {}
+        for name, p in self.params.items():
+            for key, value in self.optimizer.state.get(p, {}).items():
+                moments[f"{name}::{key}"] = value.detach().reshape(value.shape).contiguous().cpu()
+        save_file(moments, str(folder / "optimizer.safetensors"))
+        state = {"step": self.step, "config": asdict(self.config),
+                 "generator": self.generator.get_state().tolist()}
+        (folder / "state.json").write_text(json.dumps(state))
+
+    def load_checkpoint(self) -> None:
+        """Restore weights, optimizer moments, step and generator from ``out_dir/checkpoint``."""
+        folder = self.checkpoint_dir
+        try:
+            weights = load_file(str(folder / "weights.safetensors"))
+            moments = load_file(str(folder / "optimizer.safetensors"))
+            state = json.loads((folder / "state.json").read_text())
+        except Exception as error:  # missing or corrupt files: say which checkpoint
+            raise ValueError(f"{folder}: cannot resume from this checkpoint ({error})") from error
+        missing = sorted(set(self.params) - set(weights))
+        if missing:
+            raise ValueError(f"{folder}: checkpoint lacks parameters {missing[:5]}")
+        with torch.no_grad():
+            for name, p in self.params.items():
+                p.copy_(weights[name])
+        for name, p in self.params.items():
+            entries = {key.split("::", 1)[1]: v for key, v in moments.items() if key.split("::", 1)[0] == name}
+            if entries:
+                self.optimizer.state[p] = {k: v.to(p.device) for k, v in entries.items()}
+        self.step = int(state["step"])
+        self.generator.set_state(torch.tensor(state["generator"], dtype=torch.uint8))
+
+    def _log(self, row: dict) -> None:
+        path = self.out_dir / "metrics.csv"
+        new = not path.exists()
+        with path.open("a", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(row))
+            if new:
+                writer.writeheader()
+            writer.writerow(row)
+
+    def run(self, resume: bool = False, progress: bool = True) -> list[dict]:
+        """Train until ``config.steps``; returns the logged rows (step, loss, lr, seconds)."""
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        if resume and self.checkpoint_dir.exists():
+            self.load_checkpoint()
+        rows, window, start = [], [], time.perf_counter()
+        bar = tqdm(total=self.config.steps, initial=self.step, disable=not progress, desc="train")
+        self.module.train()
+        while self.step < self.config.steps:
+            lr = learning_rate(self.step, self.config)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            device_type = next(iter(self.params.values())).device.type
+            with torch.autocast(device_type, dtype=torch.bfloat16, enabled=self.config.precision == "bf16"):
+                loss = self.loss_fn(self.step, self.generator)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"loss became {loss.item()} at step {self.step}")
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(list(self.params.values()), self.config.grad_clip)
+            self.optimizer.step()
+            self.step += 1
+            window.append(loss.item())
+            bar.update(1)
+            if self.step % self.config.log_every == 0 or self.step == self.config.steps:
+                row = {"step": self.step, "loss": sum(window) / len(window), "lr": lr,
+                       "seconds": round(time.perf_counter() - start, 2)}
+                rows.append(row)
+                self._log(row)
+                bar.set_postfix(loss=f"{row['loss']:.4f}")
+                window = []
+            if self.step % self.config.checkpoint_every == 0 or self.step == self.config.steps:
+                self.save_checkpoint()
+        bar.close()
+        self.module.eval()
+        return rows

@@ -1,0 +1,95 @@
+"""Training: clips, the resumable trainer and the VAE recipe (a few CPU steps)."""
+
+import csv
+
+import pytest
+import torch
+
+from mirage_env.models.presets import build_vae, load_preset
+from mirage_env.train import ClipConfig, TrainConfig, Trainer, sample_clip
+from mirage_env.train.vae import ClipPool, VaeData, reconstruction_psnr, set_latent_statistics, vae_loss_fn
+
+
+def test_clips_are_deterministic_and_revisit_their_start():
+    config = ClipConfig(frames=9, scenes=4)
+    a, b = sample_clip(3, config), sample_clip(3, config)
+    assert torch.equal(a.frames, b.frames) and torch.equal(a.poses, b.poses)
+    assert a.frames.shape == (9, 64, 64, 3) and a.depth.shape == (9, 64, 64) and a.dynamic.dtype == torch.bool
+    assert torch.allclose(a.poses[0], a.poses[-1])  # out and back
+    assert not torch.equal(sample_clip(4, config).frames, a.frames)
+
+
+class Quadratic(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(8))
+
+
+def quadratic_loss(module):
+    def loss(step, generator):
+        target = torch.linspace(-1, 1, 8) + 0.01 * torch.randn(8, generator=generator)
+        return (module.w - target).pow(2).sum()
+    return loss
+
+
+def test_trainer_reduces_the_loss_and_logs(tmp_path):
+    module = Quadratic()
+    rows = Trainer(module, quadratic_loss(module), TrainConfig(steps=60, lr=0.1, warmup=1, log_every=10),
+                   tmp_path).run(progress=False)
+    assert rows[-1]["loss"] < 0.1 * rows[0]["loss"]
+    with (tmp_path / "metrics.csv").open() as handle:
+        assert [int(r["step"]) for r in csv.DictReader(handle)] == [10, 20, 30, 40, 50, 60]
+
+
+def test_resume_after_a_crash_continues_exactly(tmp_path):
+    config = TrainConfig(steps=12, lr=0.05, warmup=2, checkpoint_every=6)
+    straight = Quadratic()
+    Trainer(straight, quadratic_loss(straight), config, tmp_path / "a").run(progress=False)
+
+    crashed = Quadratic()
+
+    def crash_at_step_6(step, generator):
+        if step == 6:
+            raise KeyboardInterrupt
+        return quadratic_loss(crashed)(step, generator)
+
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(crashed, crash_at_step_6, config, tmp_path / "b").run(progress=False)
+    resumed = Quadratic()
+    trainer = Trainer(resumed, quadratic_loss(resumed), config, tmp_path / "b")
+    trainer.run(resume=True, progress=False)
+    assert trainer.step == 12
+    assert torch.equal(resumed.w, straight.w)
+
+
+def test_corrupt_checkpoint_raises(tmp_path):
+    module = Quadratic()
+    trainer = Trainer(module, quadratic_loss(module), TrainConfig(steps=2, checkpoint_every=1), tmp_path)
+    trainer.run(progress=False)
+    (tmp_path / "checkpoint" / "weights.safetensors").write_bytes(b"broken")
+    with pytest.raises(ValueError, match="cannot resume"):
+        Trainer(module, quadratic_loss(module), TrainConfig(steps=4), tmp_path).run(resume=True, progress=False)
+
+
+def test_trainer_rejects_frozen_or_half_precision_modules(tmp_path):
+    module = Quadratic().requires_grad_(False)
+    with pytest.raises(ValueError, match="no trainable"):
+        Trainer(module, quadratic_loss(module), TrainConfig(steps=1), tmp_path)
+    module = Quadratic().to(torch.bfloat16)
+    with pytest.raises(ValueError, match="float32"):
+        Trainer(module, quadratic_loss(module), TrainConfig(steps=1), tmp_path)
+
+
+def test_a_few_vae_steps_reduce_the_loss_and_set_statistics(tmp_path):
+    torch.manual_seed(0)
+    vae = build_vae(load_preset("tiny"))
+    data = VaeData(frames=5, pool=4, batch_size=2)
+    pool = ClipPool(ClipConfig(frames=5, scenes=4), data.pool, seed=0)
+    video = torch.cat([pool.batch(torch.Generator().manual_seed(9), 2)])
+    before = reconstruction_psnr(vae, video).mean()
+    rows = Trainer(vae, vae_loss_fn(vae, pool, data), TrainConfig(steps=30, lr=2e-3, warmup=1, log_every=10),
+                   tmp_path).run(progress=False)
+    assert rows[-1]["loss"] < rows[0]["loss"]
+    assert reconstruction_psnr(vae, video).mean() > before
+    set_latent_statistics(vae, pool, clips=4)
+    assert len(vae.config.latents_std) == vae.config.z_dim and min(vae.config.latents_std) > 0
