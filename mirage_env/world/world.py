@@ -19,7 +19,7 @@ import torch
 
 from mirage_env.geometry.camera import backproject_depth, intrinsics_from_fov, scale_intrinsics
 from mirage_env.geometry.checks import check_finite, check_intrinsics, check_poses, check_shape
-from mirage_env.memory import LatentSpatialMemory, MemoryConfig
+from mirage_env.memory import LatentSpatialMemory, MemoryConfig, MemoryRead
 from mirage_env.memory.discard import DiscardConfig, DiscardStats, discard_dynamic
 from mirage_env.memory.voxels import pack_voxel_keys, voxel_coords
 from mirage_env.models.depth import Cameras, DepthProvider, MemoryDepth
@@ -105,6 +105,35 @@ class Segment:
     references: list[list[int]]  # per world, the frame indices of the keyframes used as references
     discard: list[DiscardStats]
     timings: StepTimings
+
+
+@dataclass
+class Conditioning:
+    """One world's conditioning for a segment (see :meth:`World.condition`)."""
+
+    read: MemoryRead  # at the t target latent poses
+    preceding: torch.Tensor | None  # [C, p, h, w]
+    references: torch.Tensor | None  # [C, r, h, w]
+    reference_frames: list[int]
+
+    @property
+    def context_shape(self) -> tuple[int, int]:
+        return tuple(0 if x is None else x.shape[1] for x in (self.preceding, self.references))
+
+
+def segment_request(first_latents: torch.Tensor, conditions: Sequence[Conditioning]) -> SegmentRequest:
+    """Batch the conditioning of several worlds (equal context shapes) with their first latents [B, C, 1, h, w]."""
+    def stacked(name: str) -> torch.Tensor | None:
+        parts = [getattr(c, name) for c in conditions]
+        return None if parts[0] is None else torch.stack(parts)
+
+    return SegmentRequest(
+        first_latent=first_latents,
+        memory_features=torch.stack([c.read.features.permute(1, 0, 2, 3) for c in conditions]).float(),
+        memory_mask=torch.stack([c.read.mask[None] for c in conditions]).float(),
+        preceding=stacked("preceding"),
+        references=stacked("references"),
+    )
 
 
 @dataclass
@@ -220,48 +249,71 @@ class World:
         """Poses of the new latent frames [B, k, 4, 4]: pixel frames 4, 8, ..., F of the segment."""
         return poses[:, self.model.temporal_stride - 1::self.model.temporal_stride]
 
+    def condition(self, index: int, target_poses: torch.Tensor) -> Conditioning:
+        """What world ``index`` conditions a segment on: the memory read at the target latent poses [t, 4, 4]
+        and the clean context (preceding latents, references retrieved by visible-voxel overlap)."""
+        state = self.state(index)
+        K_latent = scale_intrinsics(state.K, self.config.image_hw, self.latent_hw)
+        read = state.memory.read(K_latent.expand(target_poses.shape[0], 3, 3), target_poses, self.latent_hw)
+        history = state.history[:-1][-self.config.preceding:] if self.config.preceding else []
+        preceding = torch.stack(history, dim=1) if history else None
+        first_preceding = state.history_frames[-len(history) - 1] if history else state.history_frames[-1]
+        visible = state.memory.keys[read.index[read.mask]]
+        chosen = state.keyframes.retrieve(visible, self.config.references, exclude_after=first_preceding)
+        references = torch.stack([state.keyframes.latents[j] for j in chosen], dim=1) if chosen else None
+        return Conditioning(read, preceding, references, [state.keyframes.frame_index[j] for j in chosen])
+
+    def observe(self, index: int, latents: torch.Tensor, depth: torch.Tensor, poses: torch.Tensor,
+                dynamic_mask: torch.Tensor | None = None, next_first_latent: torch.Tensor | None = None,
+                timings: StepTimings | None = None) -> DiscardStats:
+        """Advance world ``index`` by k latent frames [C, k, h, w] with pixel depth [k, H, W] at poses [k, 4, 4]:
+        dynamic discard, memory write, keyframes and history. :meth:`step` calls it with generated latents;
+        training calls it with ground-truth latents (teacher forcing), so both condition the same way."""
+        state = self.state(index)
+        k = latents.shape[1]
+        stride = self.model.temporal_stride
+        frame_indices = [state.frame + stride * (j + 1) for j in range(k)]
+        stats = self._write(state, latents, depth, poses, dynamic_mask, frame_indices, timings)
+        state.pose = poses[-1]
+        state.frame += stride * k
+        if next_first_latent is not None:
+            state.first_latent = next_first_latent
+        state.history.extend(latents.unbind(1))
+        state.history_frames.extend(frame_indices)
+        keep = self.config.preceding + 1
+        del state.history[:-keep], state.history_frames[:-keep]
+        return stats
+
     def step(self, poses: torch.Tensor) -> Segment:
         """Generate the next segment of every world along ``poses`` [B, F, 4, 4] (one pose per new frame)."""
-        b, f = self.batch_size, self.frames_per_step
-        check_shape("poses", poses, (b, f, 4, 4))
+        b, k = self.batch_size, self.config.latents_per_step
+        check_shape("poses", poses, (b, self.frames_per_step, 4, 4))
         check_poses(poses, "poses")
         states = [self.state(i) for i in range(b)]
         poses = poses.to(torch.float64)
         timings = StepTimings()
-        k = self.config.latents_per_step
         targets = torch.cat([torch.stack([s.pose for s in states])[:, None], self.latent_poses(poses)], dim=1)
-
         with _timed(timings, "read"):
-            reads = [s.memory.read(scale_intrinsics(s.K, self.config.image_hw, self.latent_hw).expand(k + 1, 3, 3),
-                                   targets[i], self.latent_hw) for i, s in enumerate(states)]
+            conditions = [self.condition(i, targets[i]) for i in range(b)]
         with _timed(timings, "denoise"):
-            latents, references = self._generate(states, reads)
+            latents = self._generate(states, conditions)
         with _timed(timings, "decode"):
             frames = self.model.decode(latents)  # [B, 1 + F, 3, H, W]
             last = self.model.encode(frames[:, -1:])  # the next segment's clean first latent
         new_latents, new_frames = latents[:, :, 1:], frames[:, 1:]
-        cameras_time = torch.tensor([[(s.frame + self.model.temporal_stride * (i + 1)) / self.config.fps
-                                      for i in range(k)] for s in states], dtype=torch.float64)
+        stride = self.model.temporal_stride
         discard_stats = []
         for i, state in enumerate(states):
-            latent_frames = new_frames[i, self.model.temporal_stride - 1::self.model.temporal_stride]  # [k, 3, H, W]
+            read = conditions[i].read
             with _timed(timings, "depth"):
-                read = reads[i]
-                cameras = Cameras(state.K.expand(1, k, 3, 3), targets[i, 1:][None], cameras_time[i][None])
-                depth = state.depth(latent_frames[None], read.depth[1:][None], read.mask[1:][None], cameras)[0]
-            frame_indices = [state.frame + self.model.temporal_stride * (j + 1) for j in range(k)]
-            discard_stats.append(self._write(state, new_latents[i], depth, targets[i, 1:], None, frame_indices,
-                                             timings))
-            state.pose = poses[i, -1]
-            state.frame += f
-            state.first_latent = last[i]
-            for j in range(k):
-                state.history.append(new_latents[i, :, j])
-                state.history_frames.append(frame_indices[j])
-            keep = self.config.preceding + 1
-            del state.history[:-keep], state.history_frames[:-keep]
-        coverage = torch.stack([r.mask[1:].float().mean(dim=(1, 2)) for r in reads])
-        return Segment(_to_uint8(new_frames), new_latents, poses, coverage, references, discard_stats, timings)
+                times = torch.tensor([(state.frame + stride * (j + 1)) / self.config.fps for j in range(k)])
+                cameras = Cameras(state.K.expand(1, k, 3, 3), targets[i, 1:][None], times[None].double())
+                depth = state.depth(new_frames[i, stride - 1::stride][None], read.depth[1:][None],
+                                    read.mask[1:][None], cameras)[0]
+            discard_stats.append(self.observe(i, new_latents[i], depth, targets[i, 1:], None, last[i], timings))
+        coverage = torch.stack([c.read.mask[1:].float().mean(dim=(1, 2)) for c in conditions])
+        return Segment(_to_uint8(new_frames), new_latents, poses, coverage,
+                       [c.reference_frames for c in conditions], discard_stats, timings)
 
     def _write(self, state: _State, latents: torch.Tensor, depth: torch.Tensor, poses: torch.Tensor,
                dynamic_mask: torch.Tensor | None, frame_indices: Sequence[int],
@@ -283,37 +335,19 @@ class World:
                 state.keyframes.add(latents[:, j], poses[j], keys, frame_indices[j])
         return result.stats
 
-    def _context(self, state: _State, read) -> tuple[torch.Tensor | None, list[int]]:
-        """(preceding [C, p, h, w] or None, indices of the retrieved keyframes) for one world."""
-        history = state.history[:-1][-self.config.preceding:] if self.config.preceding else []
-        preceding = torch.stack(history, dim=1) if history else None
-        first_preceding = state.history_frames[-len(history) - 1] if history else state.history_frames[-1]
-        visible = state.memory.keys[read.index[read.mask]]
-        return preceding, state.keyframes.retrieve(visible, self.config.references, exclude_after=first_preceding)
-
-    def _generate(self, states: list[_State], reads) -> tuple[torch.Tensor, list[list[int]]]:
-        """Denoise all worlds, batching those whose context shapes agree; also returns the references' frames."""
-        contexts = [self._context(s, r) for s, r in zip(states, reads)]
+    def _generate(self, states: list[_State], conditions: list[Conditioning]) -> torch.Tensor:
+        """Denoise all worlds, batching those whose context shapes agree."""
         groups: dict[tuple[int, int], list[int]] = {}
-        for i, (preceding, chosen) in enumerate(contexts):
-            key = (0 if preceding is None else preceding.shape[1], len(chosen))
-            groups.setdefault(key, []).append(i)
+        for i, c in enumerate(conditions):
+            groups.setdefault(c.context_shape, []).append(i)
         out: list[torch.Tensor | None] = [None] * len(states)
-        for (p, r), members in groups.items():
-            request = SegmentRequest(
-                first_latent=torch.stack([states[i].first_latent for i in members]),
-                memory_features=torch.stack([reads[i].features.permute(1, 0, 2, 3) for i in members]).float(),
-                memory_mask=torch.stack([reads[i].mask[None] for i in members]).float(),
-                preceding=torch.stack([contexts[i][0] for i in members]) if p else None,
-                references=torch.stack([torch.stack([states[i].keyframes.latents[j] for j in contexts[i][1]], dim=1)
-                                        for i in members]) if r else None,
-            )
-            generators = [states[i].generator for i in members]
-            latents = self.model.generate(request, generators, self.config.num_steps)
+        for members in groups.values():
+            request = segment_request(torch.stack([states[i].first_latent for i in members]),
+                                      [conditions[i] for i in members])
+            latents = self.model.generate(request, [states[i].generator for i in members], self.config.num_steps)
             for row, i in enumerate(members):
                 out[i] = latents[row]
-        frames = [[states[i].keyframes.frame_index[j] for j in chosen] for i, (_, chosen) in enumerate(contexts)]
-        return torch.stack(out), frames
+        return torch.stack(out)
 
     # ------------------------------------------------------------------ snapshots
     def state_dict(self, index: int) -> dict:
