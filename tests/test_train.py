@@ -93,3 +93,43 @@ def test_a_few_vae_steps_reduce_the_loss_and_set_statistics(tmp_path):
     assert reconstruction_psnr(vae, video).mean() > before
     set_latent_statistics(vae, pool, clips=4)
     assert len(vae.config.latents_std) == vae.config.z_dim and min(vae.config.latents_std) > 0
+
+
+@pytest.fixture(scope="module")
+def segment_pool():
+    from mirage_env.models import from_preset
+    from mirage_env.train.segments import SegmentData, SegmentPool
+    from mirage_env.world import WorldConfig
+
+    model = from_preset("tiny", seed=0)
+    return SegmentPool(model, SegmentData(latents=4, max_target=2, pool=3, batch_size=2), WorldConfig(), seed=0)
+
+
+def test_teacher_forced_segments_condition_like_the_world(segment_pool):
+    for i in range(3):
+        request, target = segment_pool[i]
+        request.check(segment_pool.model.latent_channels)
+        assert target.shape == request.memory_features.shape and target.shape[2] >= 2
+        assert torch.equal(request.first_latent, target[:, :, :1])
+    assert any(float(segment_pool[i][0].memory_mask.mean()) > 0 for i in range(3))  # the memory is read
+
+
+@pytest.mark.parametrize("stage", ["addon", "lora", "dit"])
+def test_a_few_steps_of_each_stage_reduce_the_loss_and_resume(segment_pool, stage, tmp_path):
+    from mirage_env.models import from_preset
+    from mirage_env.train.segments import flow_loss_fn
+    from mirage_env.train.stages import prepare_stage
+
+    model = from_preset("tiny", seed=0)
+    trainable = prepare_stage(model, stage)
+    assert trainable > 0
+    frozen_vae = [p.clone() for p in model.vae.parameters()]
+    config = TrainConfig(steps=40, lr=3e-3, warmup=1, log_every=10, checkpoint_every=20)
+    trainer = Trainer(model, flow_loss_fn(model, segment_pool), config, tmp_path)
+    rows = trainer.run(progress=False)
+    assert rows[-1]["loss"] < rows[0]["loss"]
+    assert all(torch.equal(a, b) for a, b in zip(frozen_vae, model.vae.parameters()))
+    resumed = Trainer(model, flow_loss_fn(model, segment_pool), TrainConfig(**{**config.__dict__, "steps": 45}),
+                      tmp_path)
+    resumed.run(resume=True, progress=False)
+    assert resumed.step == 45

@@ -1,0 +1,80 @@
+"""Teacher-forced training segments with the conditioning the world sees at inference.
+
+For a clip of ``1 + 4 L`` frames, the first ``m`` latent frames are *observed* by a :class:`~mirage_env.world.World`
+exactly as generated frames are during a rollout (dynamic discard from depth, memory write, keyframes, preceding
+history), then :meth:`World.condition` gives the memory read at the target poses, the preceding latents and the
+retrieved references. The target is the clip's next ``k`` latent frames, encoded as the world would produce them:
+a segment starting at frame ``4 m`` whose first latent is that frame alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from mirage_env.models.interface import SegmentRequest
+from mirage_env.models.wan import WanWorldModel
+from mirage_env.train.clips import Clip, ClipConfig, sample_clip
+from mirage_env.world import InitialView, World, WorldConfig
+from mirage_env.world.world import segment_request
+
+
+@dataclass(frozen=True)
+class SegmentData:
+    """Clip length in latent frames (``1 + latents`` pixel-frame groups), target length and batch size."""
+
+    latents: int = 8
+    max_target: int = 2
+    pool: int = 256
+    batch_size: int = 4
+    scenes: int = 400
+
+
+def teacher_forced(model: WanWorldModel, clip: Clip, context: int, target: int,
+                   config: WorldConfig) -> tuple[SegmentRequest, torch.Tensor]:
+    """(request with batch 1, target latents [1, C, 1 + target, h, w]) for ``context`` observed latent frames."""
+    stride = model.temporal_stride
+    video = clip.frames.movedim(-1, 1).float() / 127.5 - 1.0  # [T, 3, H, W]
+    world = World(model, config, batch_size=1)
+    world.reset(0, InitialView(clip.frames[0], clip.depth[0], clip.K, clip.poses[0]), seed=0)
+    if context:
+        observed = model.encode(video[None, : 1 + stride * context])[0, :, 1:]
+        frames = slice(stride, stride * context + 1, stride)
+        depth = clip.depth[frames].nan_to_num(posinf=0.0)
+        world.observe(0, observed, depth, clip.poses[frames].double())
+    start = stride * context
+    latents = model.encode(video[None, start: start + stride * target + 1])
+    condition = world.condition(0, clip.poses[start: start + stride * target + 1: stride].double())
+    return segment_request(latents[:, :, :1], [condition]), latents
+
+
+class SegmentPool:
+    """A fixed pool of teacher-forced segments (the VAE and the world are frozen, so they can be cached)."""
+
+    def __init__(self, model: WanWorldModel, data: SegmentData, world: WorldConfig, seed: int) -> None:
+        self.model, self.data, self.world, self.seed = model, data, world, seed
+        self.clip_config = ClipConfig(frames=1 + model.temporal_stride * data.latents, scenes=data.scenes)
+        self.samples: dict[int, tuple[SegmentRequest, torch.Tensor]] = {}
+
+    def __getitem__(self, index: int) -> tuple[SegmentRequest, torch.Tensor]:
+        index %= self.data.pool
+        if index not in self.samples:
+            clip = sample_clip(index, self.clip_config, self.seed)
+            rng = torch.Generator().manual_seed(self.seed * 1_000_003 + index)
+            target = int(torch.randint(1, self.data.max_target + 1, (1,), generator=rng))
+            context = int(torch.randint(0, self.data.latents - target + 1, (1,), generator=rng))
+            with torch.no_grad():
+                self.samples[index] = teacher_forced(self.model, clip, context, target, self.world)
+        return self.samples[index]
+
+
+def flow_loss_fn(model: WanWorldModel, pool: SegmentPool):
+    """A :data:`~mirage_env.train.trainer.LossFn`: mean flow-matching loss over a batch of pool segments."""
+
+    def loss(step: int, generator: torch.Generator) -> torch.Tensor:
+        picks = torch.randint(pool.data.pool, (pool.data.batch_size,), generator=generator)
+        losses = [model.training_loss(*pool[int(i)], generator) for i in picks]
+        return torch.stack(losses).mean()
+
+    return loss
