@@ -2,6 +2,9 @@
 
 ``vae``: train the tiny preset's VAE on simulator clips, set its latent statistics, report held-out PSNR and
 save it (diffusers layout) under ``OUT/vae``.
+``tiny``: the whole tiny world model: the VAE (or ``--vae DIR``), then the DiT (stage ``dit``, the tiny model's
+pre-training), the memory branch (Mirage stage 1) and LoRA (stage 2), saved under ``OUT/weights`` in the layout
+``from_preset("tiny", weights_dir=...)`` reads.
 """
 
 from __future__ import annotations
@@ -11,11 +14,24 @@ import json
 from pathlib import Path
 
 import torch
+from diffusers import AutoencoderKLWan
 
+from mirage_env.models import from_preset
 from mirage_env.models.presets import build_vae, load_preset
+from mirage_env.models.wan import WanWorldModel
 from mirage_env.train.clips import ClipConfig
+from mirage_env.train.segments import SegmentData, SegmentPool, flow_loss_fn
+from mirage_env.train.stages import prepare_stage
 from mirage_env.train.trainer import TrainConfig, Trainer
-from mirage_env.train.vae import ClipPool, VaeData, held_out_video, reconstruction_psnr, set_latent_statistics, vae_loss_fn
+from mirage_env.train.vae import (
+    ClipPool,
+    VaeData,
+    held_out_video,
+    reconstruction_psnr,
+    set_latent_statistics,
+    vae_loss_fn,
+)
+from mirage_env.world import WorldConfig
 
 
 def train_vae(out: Path, steps: int, seed: int = 0, resume: bool = False, progress: bool = True,
@@ -39,13 +55,47 @@ def train_vae(out: Path, steps: int, seed: int = 0, resume: bool = False, progre
     return summary
 
 
+def train_world_model(out: Path, vae_dir: Path, steps: dict[str, int], seed: int = 0, resume: bool = False,
+                      progress: bool = True, data: SegmentData = SegmentData(), lr: float = 3e-4) -> dict:
+    """Stages ``dit``, ``addon`` and ``lora`` of the tiny world model on top of a trained VAE."""
+    vae = AutoencoderKLWan.from_pretrained(vae_dir, local_files_only=True)
+    base = from_preset("tiny", seed=seed)
+    model = WanWorldModel(base.preset, vae, base.transformer)
+    pool = SegmentPool(model, data, WorldConfig(), seed)
+    summary = {}
+    for stage, count in steps.items():
+        if count <= 0:
+            continue
+        prepare_stage(model, stage)
+        config = TrainConfig(steps=count, lr=lr, seed=seed, warmup=min(100, count // 10 + 1),
+                             checkpoint_every=max(1, min(500, count)))
+        rows = Trainer(model, flow_loss_fn(model, pool), config, out / f"{stage}_run").run(resume, progress)
+        summary[stage] = {"steps": count, "first_loss": rows[0]["loss"], "final_loss": rows[-1]["loss"],
+                          "seconds": rows[-1]["seconds"]}
+    model.requires_grad_(False)
+    model.save_pretrained(out / "weights")
+    (out / "world_model_summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m mirage_env.train", description=__doc__.splitlines()[0])
-    parser.add_argument("stage", choices=("vae",))
+    parser.add_argument("recipe", choices=("vae", "tiny"))
     parser.add_argument("--out", type=Path, default=Path("runs/tiny"))
-    parser.add_argument("--steps", type=int, default=4000)
+    parser.add_argument("--vae-steps", type=int, default=3000)
+    parser.add_argument("--vae", type=Path, help="a trained VAE folder (skips VAE training in the tiny recipe)")
+    parser.add_argument("--dit-steps", type=int, default=3000)
+    parser.add_argument("--addon-steps", type=int, default=1500)
+    parser.add_argument("--lora-steps", type=int, default=500)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--resume", action="store_true")
     args = parser.parse_args(argv)
-    summary = train_vae(args.out, args.steps, args.seed, args.resume)
+    summary = {}
+    vae_dir = args.vae
+    if vae_dir is None:
+        summary["vae"] = train_vae(args.out, args.vae_steps, args.seed, args.resume)
+        vae_dir = args.out / "vae"
+    if args.recipe == "tiny":
+        steps = {"dit": args.dit_steps, "addon": args.addon_steps, "lora": args.lora_steps}
+        summary.update(train_world_model(args.out, vae_dir, steps, args.seed, args.resume))
     print(json.dumps(summary, indent=2))
