@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 
-def _info(_: argparse.Namespace) -> None:
+def _info(args: argparse.Namespace) -> None:
     from mirage_env import __version__
     from mirage_env.ops import backend_name, extension
 
@@ -22,8 +22,79 @@ def _info(_: argparse.Namespace) -> None:
         "cpu_extension": None if cpu is None else {"openmp": cpu.has_openmp(), "max_threads": cpu.max_threads()},
         "cuda_extension": None if cuda is None else {"devices": cuda.device_count()},
         "torch_cuda_available": torch.cuda.is_available(),
+        "devices": _devices(),
+        "presets": _presets(),
+        "weights": _weights(args.weights_dir),
     }
     print(json.dumps(report, indent=2))
+
+
+def _devices() -> list[str]:
+    cuda = [f"cuda:{i} {torch.cuda.get_device_name(i)}" for i in range(torch.cuda.device_count())]
+    return [f"cpu ({torch.get_num_threads()} threads)", *cuda]
+
+
+def _presets() -> dict:
+    from mirage_env.models import PRESETS, load_preset
+
+    presets = {}
+    for name in PRESETS:
+        preset = load_preset(name)
+        presets[name] = {"frame_hw": [preset.defaults["height"], preset.defaults["width"]],
+                         "latent_channels": preset.latent_channels,
+                         "strides": {"temporal": preset.temporal_stride, "spatial": preset.spatial_stride},
+                         "built_in_weights": "random (seeded)" if name == "tiny" else None}
+    return presets
+
+
+def _weights(directories: list[str]) -> dict:
+    """Weight files shipped in the package and, for every ``--weights-dir``, whether it serves each preset."""
+    from importlib import resources
+
+    from mirage_env.models import PRESETS
+
+    packaged = sorted(f.name for f in resources.files("mirage_env").joinpath("data").iterdir()
+                      if f.name.endswith(".safetensors"))
+    return {"packaged": packaged, **{d: {name: _weights_status(Path(d), name) for name in PRESETS}
+                                     for d in directories}}
+
+
+def _weights_status(root: Path, preset_name: str) -> str:
+    from mirage_env.models import MissingWeightsError, load_preset
+    from mirage_env.models.loading import PARTS, check_weights_dir
+    from mirage_env.models.presets import check_compatible
+
+    try:
+        present = check_weights_dir(root, preset_name)
+    except MissingWeightsError as error:
+        missing = [p for part in PARTS if part.required or part.exists(root) for p in part.problems(root)]
+        return "missing: " + (", ".join(missing) or str(error).splitlines()[0])
+    try:
+        for kind in ("transformer", "vae"):
+            check_compatible(kind, json.loads((root / kind / "config.json").read_text()), load_preset(preset_name))
+    except ValueError as error:
+        return f"other preset: {error}"
+    return "ok: " + ", ".join(sorted(present))
+
+
+def _env_kwargs(args: argparse.Namespace, action_mode: str) -> dict:
+    return {"preset": args.preset, "weights_dir": args.weights_dir, "device": args.device, "image_size": args.size,
+            "latents_per_step": args.latents_per_step, "num_steps": args.num_steps, "scene_kind": args.kind,
+            "action_mode": action_mode}
+
+
+def _rollout(args: argparse.Namespace) -> None:
+    from mirage_env.envs import CameraEnv
+    from mirage_env.envs.rollout import RolloutSpec, run_rollout
+
+    spec = RolloutSpec(drive=args.drive, steps=args.steps, seed=args.seed, keys=args.keys, poses_file=args.poses,
+                       out=args.out, video_scale=args.video_scale, progress=not args.no_progress)
+    env = CameraEnv(**_env_kwargs(args, "keys" if spec.drive == "keys" else "continuous"))
+    m = run_rollout(env, spec)
+    print(f"wrote {m['video']} ({m['frames']} frames, {m['steps']} steps), {m['contact_sheet']}, "
+          f"{Path(m['video']).with_suffix('.json')}; {m['generated_frames_per_s']:.1f} generated frames/s; "
+          f"memory: {m['memory']['voxels']} voxels, {m['memory']['bytes'] / 1e6:.2f} MB; "
+          f"mean coverage {m['coverage_mean']:.1%}, blocked steps {m['blocked_steps']}")
 
 
 def _memory_demo(args: argparse.Namespace) -> None:
@@ -36,10 +107,27 @@ def _memory_demo(args: argparse.Namespace) -> None:
           f"coverage on return to the start pose: {summary['return_coverage']:.1%}")
 
 
+def _env_parser() -> argparse.ArgumentParser:
+    """Options shared by ``rollout`` and ``play``."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--seed", type=int, default=0, help="scene, start pose and sampling seed")
+    parser.add_argument("--kind", choices=("indoor", "outdoor", "any"), default="indoor", help="simulator scene")
+    parser.add_argument("--preset", default="tiny", help="world-model preset")
+    parser.add_argument("--weights-dir", default=None, help="local weights (default: the preset's built-in ones)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--size", type=int, default=64, help="frame size in pixels (a multiple of 8 for tiny)")
+    parser.add_argument("--latents-per-step", type=int, default=1, help="new latents per step (4 frames each)")
+    parser.add_argument("--num-steps", type=int, default=4, help="denoising steps per segment")
+    parser.add_argument("--video-scale", type=int, default=4, help="nearest-neighbour upscaling of the video")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mirage-env", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    info = commands.add_parser("info", help="extension backends and devices")
+    info = commands.add_parser("info", help="extension backends, devices, presets and weights")
+    info.add_argument("--weights-dir", action="append", default=[], help="a weights directory to check (repeatable)")
     info.set_defaults(run=_info)
     demo = commands.add_parser("memory-demo", help="latent memory along a camera path in a simulator scene -> video")
     demo.add_argument("--seed", type=int, default=0)
@@ -48,12 +136,31 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--size", type=int, default=128, help="frame size in pixels (a multiple of 4)")
     demo.add_argument("--out", default="out/memory_demo.mp4", help=".mp4 or .gif")
     demo.set_defaults(run=_memory_demo)
+    rollout = commands.add_parser("rollout", parents=[_env_parser()],
+                                  help="drive the camera env -> video, contact sheet PNG and metrics JSON")
+    rollout.add_argument("--drive", default="loop",
+                         help="loop (default) / orbit / file (with --poses) / keys (with --keys) / random (agent)")
+    rollout.add_argument("--steps", type=int, default=24, help="env steps (loop, orbit, random)")
+    rollout.add_argument("--keys", default=None, help="key script for --drive keys, e.g. 'w*8 l*6 s*4'")
+    rollout.add_argument("--poses", default=None, help="geometry.npz for --drive file (needs its frames)")
+    rollout.add_argument("--out", default="out/rollout.mp4", help=".mp4 or .gif (the .png and .json go beside it)")
+    rollout.set_defaults(run=_rollout)
+    play = commands.add_parser("play", parents=[_env_parser()],
+                               help="drive the camera with a key script -> video (see mirage_env.envs.actions)")
+    play.add_argument("keys", help="w/s forward/back, a/d strafe, j/l turn, i/k look, . stay; '*N' repeats: "
+                                   "'w*8 wl*6 s*4'")
+    play.add_argument("--out", default="out/play.mp4", help=".mp4 or .gif")
+    play.set_defaults(run=_rollout, drive="keys", steps=1, poses=None)
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
-    args.run(args)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        args.run(args)
+    except ValueError as error:  # invalid user input (drive, key script, files): a message, not a traceback
+        parser.error(str(error))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,153 @@
+"""Rollouts of the camera env to a video, a PNG contact sheet and a metrics JSON (``mirage-env rollout`` / ``play``).
+
+Drives: ``loop`` (walk forward turning right where the scene allows, then back the same way to the start),
+``orbit`` (circle a point 0.5 m ahead, looking at it), ``file`` (the poses of a ``geometry.npz``, starting from its
+first frame), ``keys`` (a key script, see :mod:`mirage_env.envs.actions`) and ``random`` (a seeded random agent).
+Pose drives move the camera along given poses (no collision check); action drives go through ``step``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from mirage_env.envs.actions import parse_keys
+from mirage_env.envs.camera_env import CameraEnv
+from mirage_env.geometry.camera_files import load_geometry_npz
+from mirage_env.geometry.trajectories import orbit
+from mirage_env.memory_demo import pan_path
+from mirage_env.video import contact_sheet, write_png, write_video
+
+DRIVES = ("loop", "orbit", "file", "keys", "random")
+STAGES = ("read", "denoise", "decode", "depth", "discard", "write", "total")
+
+
+@dataclass
+class RolloutSpec:
+    """What to drive and where to write. ``steps`` is ignored by ``keys`` (the script's length) and ``file``."""
+
+    drive: str = "loop"
+    steps: int = 24
+    seed: int = 0
+    keys: str | None = None
+    poses_file: str | None = None
+    out: str = "out/rollout.mp4"
+    video_scale: int = 4
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.drive not in DRIVES:
+            raise ValueError(f"drive must be one of {DRIVES}, got {self.drive!r}")
+        if self.drive == "keys" and not self.keys:
+            raise ValueError("drive 'keys' needs a key script")
+        if self.drive == "file" and not self.poses_file:
+            raise ValueError("drive 'file' needs a geometry.npz")
+        if self.steps < 1 or self.video_scale < 1:
+            raise ValueError("steps and video_scale must be >= 1")
+
+
+Step = Callable[[CameraEnv], tuple]
+
+
+def _pose_steps(poses: torch.Tensor, frames_per_step: int) -> list[Step]:
+    """Poses [N, 4, 4] after the start -> one ``step_poses`` per F poses (the last chunk holds its final pose)."""
+    pad = (-len(poses)) % frames_per_step
+    poses = torch.cat([poses, poses[-1:].expand(pad, 4, 4)])
+    return [lambda env, chunk=chunk: env.step_poses(chunk) for chunk in poses.split(frames_per_step)]
+
+
+def _action_steps(actions: list) -> list[Step]:
+    return [lambda env, a=a: env.step(a) for a in actions]
+
+
+def orbit_path(start: torch.Tensor, n: int, radius: float = 0.5) -> torch.Tensor:
+    """``n`` poses circling a point ``radius`` ahead of ``start`` (level), beginning at ``start``'s position."""
+    forward = start[:3, 2].clone()
+    forward[1] = 0.0
+    forward = forward / forward.norm()
+    center = start[:3, 3] + radius * forward
+    start_deg = math.degrees(math.atan2(-float(forward[0]), float(forward[2])))
+    return orbit(center.tolist(), radius, n, start_deg=start_deg)
+
+
+def plan(env: CameraEnv, spec: RolloutSpec) -> tuple[tuple, list[Step]]:
+    """Reset ``env`` for ``spec`` and list its steps; returns ((obs, info) of the reset, steps)."""
+    f = env.frames_per_step
+    if spec.drive == "file":
+        poses = load_geometry_npz(spec.poses_file).poses_c2w
+        return env.reset(seed=spec.seed, options={"geometry_npz": spec.poses_file}), _pose_steps(poses[1:], f)
+    first = env.reset(seed=spec.seed)
+    if spec.drive == "keys":
+        return first, _action_steps(parse_keys(spec.keys))
+    if spec.drive == "random":
+        env.action_space.seed(spec.seed)
+        return first, _action_steps([env.action_space.sample() for _ in range(spec.steps)])
+    if spec.drive == "loop":
+        return first, _pose_steps(pan_path(env.scene, env.pose, spec.steps * f)[1:], f)
+    path = orbit_path(env.pose, spec.steps * f + 1)
+    first = env.reset(seed=spec.seed, options={"scene": env.scene, "pose": path[0]})
+    return first, _pose_steps(path[1:], f)
+
+
+def _upscale(frames: np.ndarray, scale: int) -> np.ndarray:
+    return frames.repeat(scale, axis=-3).repeat(scale, axis=-2) if scale > 1 else frames
+
+
+def _record(info: dict, reward: float) -> dict:
+    return {"frame_index": info["frame_index"], "reward": reward, "coverage": info["coverage"],
+            "new_voxels": info["new_voxels"], "memory_voxels": info["memory_voxels"], "blocked": info["blocked"],
+            "timings_ms": {s: getattr(info["timings_ms"], s) for s in STAGES}}
+
+
+def run_rollout(env: CameraEnv, spec: RolloutSpec) -> dict:
+    """Run ``spec`` on ``env``; write the video, ``<out>.png`` and ``<out>.json``; return the metrics."""
+    (_, info), steps = plan(env, spec)
+    frames = [info["frames"][:1]]
+    records: list[dict] = []
+    started = time.perf_counter()
+    with tqdm(total=len(steps), desc=f"rollout ({spec.drive})", unit="step", disable=not spec.progress) as bar:
+        for step in steps:
+            _, reward, terminated, _, info = step(env)
+            frames.append(info["frames"])
+            records.append(_record(info, float(reward)))
+            bar.set_postfix(voxels=info["memory_voxels"], coverage=f"{info['coverage']:.2f}")
+            bar.update()
+            if terminated:
+                break
+    wall = time.perf_counter() - started
+    video = np.concatenate(frames)
+    out = Path(spec.out)
+    write_video(out, _upscale(video, spec.video_scale), fps=env.metadata["render_fps"])
+    tiles = video[np.linspace(0, len(video) - 1, min(len(video), 32)).round().astype(int)]
+    write_png(out.with_suffix(".png"), contact_sheet(_upscale(tiles, max(spec.video_scale // 2, 1))))
+    metrics = summarise(env, spec, records, len(video), wall)
+    out.with_suffix(".json").write_text(json.dumps(metrics, indent=2))
+    return metrics
+
+
+def summarise(env: CameraEnv, spec: RolloutSpec, records: list[dict], frames: int, wall: float) -> dict:
+    stats = env.core.world.memory(0).stats()
+    generated = frames - 1
+    return {
+        "spec": asdict(spec),
+        "env": {**asdict(env.config), "reward": str(env.config.reward)},
+        "video": spec.out, "contact_sheet": str(Path(spec.out).with_suffix(".png")),
+        "steps": len(records), "frames": frames, "wall_s": wall,
+        "generated_frames_per_s": generated / wall if wall > 0 else None,
+        "timings_ms_mean": {s: float(np.mean([r["timings_ms"][s] for r in records])) for s in STAGES},
+        "memory": {"voxels": stats.points, "bytes": stats.bytes, "capacity": stats.capacity},
+        "coverage_mean": float(np.mean([r["coverage"] for r in records])),
+        "coverage_last": records[-1]["coverage"],
+        "blocked_steps": sum(r["blocked"] for r in records),
+        "reward_sum": float(sum(r["reward"] for r in records)),
+        "per_step": records,
+    }
+

@@ -1,0 +1,90 @@
+"""Where an episode starts: a simulator scene (default), a user's view, or the first frame of a ``geometry.npz``.
+
+Views of another size are resized to the world's frame size (colour bilinear with antialiasing, depth and masks
+nearest) and their intrinsics scaled accordingly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from mirage_env.geometry.camera import scale_intrinsics
+from mirage_env.geometry.camera_files import load_geometry_npz
+from mirage_env.geometry.checks import check_poses
+from mirage_env.sim import Scene, render
+from mirage_env.world import InitialView
+
+SCENE_KINDS = ("indoor", "outdoor", "any")
+OPTION_KEYS = ("scene", "pose", "view", "geometry_npz", "goal_pose")
+
+
+@dataclass
+class Start:
+    view: InitialView
+    scene: Scene | None  # None: no simulator behind the episode (depth and collision come from the memory)
+
+
+def fit_view(view: InitialView, hw: tuple[int, int]) -> InitialView:
+    """``view`` at frame size ``hw``."""
+    src = tuple(view.image.shape[:2])
+    if src == tuple(hw):
+        return view
+
+    def nearest(x: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(x[None, None].float(), size=hw, mode="nearest")[0, 0]
+
+    image = F.interpolate(view.image.permute(2, 0, 1)[None].float(), size=hw, mode="bilinear", antialias=True,
+                          align_corners=False)[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8)
+    mask = None if view.dynamic_mask is None else nearest(view.dynamic_mask).bool()
+    return InitialView(image, nearest(view.depth).to(view.depth.dtype), scale_intrinsics(view.K, src, hw), view.c2w,
+                       mask)
+
+
+def scene_start(scene: Scene, K: torch.Tensor, hw: tuple[int, int], pose: torch.Tensor | None,
+                rng: np.random.Generator) -> Start:
+    """Render the start view of ``scene`` at ``pose`` (default: a free pose drawn from ``rng``)."""
+    if pose is None:
+        pose = scene.start_pose(rng)
+    else:
+        pose = torch.as_tensor(pose, dtype=torch.float64)
+        check_poses(pose, "pose")
+    out = render(scene, K, pose, hw)
+    return Start(InitialView(out.rgb[0], out.depth[0], K, pose, out.dynamic_mask[0]), scene)
+
+
+def npz_start(path: str | Path) -> InitialView:
+    """The first frame of a Mirage ``geometry.npz`` (which must hold ``frames``) as a start view."""
+    sequence = load_geometry_npz(path)
+    if sequence.frames is None:
+        raise ValueError(f"{path}: starting from a geometry.npz needs its optional 'frames' array")
+    mask = None if sequence.masks is None else sequence.masks[0]
+    return InitialView(sequence.frames[0], sequence.depths[0], sequence.intrinsics[0], sequence.poses_c2w[0], mask)
+
+
+def make_start(options: dict, K: torch.Tensor, hw: tuple[int, int], kind: str, rng: np.random.Generator) -> Start:
+    """The start of an episode from ``reset`` options (keys in :data:`OPTION_KEYS`); ValueError when invalid."""
+    unknown = set(options) - set(OPTION_KEYS)
+    if unknown:
+        raise ValueError(f"unknown reset options {sorted(unknown)}; known: {OPTION_KEYS}")
+    sources = [k for k in ("scene", "view", "geometry_npz") if options.get(k) is not None]
+    if len(sources) > 1:
+        raise ValueError(f"reset options {sources} are exclusive: give one start")
+    if options.get("pose") is not None and sources and sources[0] != "scene":
+        raise ValueError("the 'pose' option goes with a simulator scene, not with 'view' or 'geometry_npz'")
+    if options.get("view") is not None:
+        return Start(fit_view(options["view"], hw), None)
+    if options.get("geometry_npz") is not None:
+        return Start(fit_view(npz_start(options["geometry_npz"]), hw), None)
+    scene = options.get("scene")
+    if scene is None:
+        if kind == "any":
+            kind = ("indoor", "outdoor")[int(rng.integers(2))]
+        scene = Scene.sample(int(rng.integers(2**31)), kind)
+    elif not isinstance(scene, Scene):
+        raise ValueError(f"options['scene'] must be a mirage_env.sim.Scene, got {type(scene).__name__}")
+    return scene_start(scene, K, hw, options.get("pose"), rng)
