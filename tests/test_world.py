@@ -140,3 +140,16 @@ def test_world_retrieves_the_start_view_after_turning_away_and_back(model):
     assert 0 not in segments[3].references[0]  # facing away: the start view is not visible
     assert 0 in segments[-1].references[0]  # back at the start: its keyframe is retrieved
     assert all(len(s.references[0]) <= 2 for s in segments)
+
+
+def test_zero_memory_ablation_hides_the_read_from_the_model(model):
+    from mirage_env.world.world import segment_request
+
+    world = World(model, WorldConfig(), batch_size=1)
+    start(world, 0, 1)
+    condition = world.condition(0, world.poses[:, None].expand(1, 2, 4, 4)[0])
+    assert condition.read.mask.any()
+    first = world.state(0).first_latent[None]
+    shown = segment_request(first, [condition])
+    hidden = segment_request(first, [condition], zero_memory=True)
+    assert shown.memory_mask.any() and not hidden.memory_mask.any() and not hidden.memory_features.any()

@@ -20,7 +20,9 @@ import torch
 from mirage_env.geometry.camera import backproject_depth, intrinsics_from_fov, scale_intrinsics
 from mirage_env.geometry.checks import check_finite, check_intrinsics, check_poses, check_shape
 from mirage_env.memory import LatentSpatialMemory, MemoryConfig, MemoryRead
+from mirage_env.memory.append_only import AppendOnlyLatentMemory
 from mirage_env.memory.discard import DiscardConfig, DiscardStats, discard_dynamic
+from mirage_env.memory.rgb_cache import RgbCacheConfig, RgbPointCache
 from mirage_env.memory.voxels import pack_voxel_keys, voxel_coords
 from mirage_env.models.depth import Cameras, DepthProvider, MemoryDepth
 from mirage_env.models.interface import SegmentRequest, WorldModel
@@ -28,6 +30,7 @@ from mirage_env.world.keyframes import KeyframeStore
 
 SNAPSHOT_FORMAT = "mirage-env-world"
 SNAPSHOT_VERSION = 1
+MEMORY_KINDS = ("latent", "append", "rgb")
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,12 @@ class WorldConfig:
     ``latents_per_step`` new latent frames per step (1 for RL, 8 for Mirage's 33 + 32k-frame chunks);
     ``num_steps`` denoising steps; ``preceding`` clean latents of context before the segment and ``references``
     retrieved keyframes; memory and discard settings as in :class:`MemoryConfig` and :class:`DiscardConfig`.
+
+    ``memory`` chooses the memory kind: ``"latent"`` (the bounded, voxel-fused latent memory), ``"append"`` (the
+    public release's append-only latent memory, :class:`AppendOnlyLatentMemory`) or ``"rgb"`` (an RGB point-cloud
+    cache read by rendering and VAE encoding, :class:`RgbPointCache`). The last two are baselines for comparisons:
+    they evict no free space, and snapshots (:meth:`World.save` / :meth:`World.load`) work with the latent memory
+    only.
     """
 
     image_hw: tuple[int, int] = (64, 64)
@@ -51,8 +60,12 @@ class WorldConfig:
     memory_capacity: int = 1 << 18
     memory_dtype: str = "float32"
     discard: DiscardConfig = field(default_factory=DiscardConfig)
+    memory: str = "latent"
+    zero_memory: bool = False  # ablation: the model is shown an empty memory read (the memory still runs)
 
     def __post_init__(self) -> None:
+        if self.memory not in MEMORY_KINDS:
+            raise ValueError(f"memory must be one of {MEMORY_KINDS}, got {self.memory!r}")
         if self.latents_per_step < 1 or self.num_steps < 1 or self.preceding < 0 or self.references < 0:
             raise ValueError("latents_per_step and num_steps must be >= 1, preceding and references >= 0")
         if self.fps <= 0 or self.keyframes < 1:
@@ -121,16 +134,22 @@ class Conditioning:
         return tuple(0 if x is None else x.shape[1] for x in (self.preceding, self.references))
 
 
-def segment_request(first_latents: torch.Tensor, conditions: Sequence[Conditioning]) -> SegmentRequest:
-    """Batch the conditioning of several worlds (equal context shapes) with their first latents [B, C, 1, h, w]."""
+def segment_request(first_latents: torch.Tensor, conditions: Sequence[Conditioning],
+                    zero_memory: bool = False) -> SegmentRequest:
+    """Batch the conditioning of several worlds (equal context shapes) with their first latents [B, C, 1, h, w];
+    ``zero_memory`` shows the model an empty memory read (the ablation of the memory)."""
     def stacked(name: str) -> torch.Tensor | None:
         parts = [getattr(c, name) for c in conditions]
         return None if parts[0] is None else torch.stack(parts)
 
+    features = torch.stack([c.read.features.permute(1, 0, 2, 3) for c in conditions]).float()
+    mask = torch.stack([c.read.mask[None] for c in conditions]).float()
+    if zero_memory:
+        features, mask = torch.zeros_like(features), torch.zeros_like(mask)
     return SegmentRequest(
         first_latent=first_latents,
-        memory_features=torch.stack([c.read.features.permute(1, 0, 2, 3) for c in conditions]).float(),
-        memory_mask=torch.stack([c.read.mask[None] for c in conditions]).float(),
+        memory_features=features,
+        memory_mask=mask,
         preceding=stacked("preceding"),
         references=stacked("references"),
     )
@@ -140,7 +159,7 @@ def segment_request(first_latents: torch.Tensor, conditions: Sequence[Conditioni
 class _State:
     """One world."""
 
-    memory: LatentSpatialMemory
+    memory: LatentSpatialMemory | RgbPointCache
     K: torch.Tensor
     pose: torch.Tensor
     frame: int
@@ -193,10 +212,14 @@ class World:
         """Intrinsics [3, 3] (float64) of ``image_hw`` with the configured horizontal field of view."""
         return intrinsics_from_fov(self.config.fov_deg, self.config.image_hw)
 
-    def _new_memory(self) -> LatentSpatialMemory:
+    def _new_memory(self) -> LatentSpatialMemory | RgbPointCache:
+        device = self.model.device if hasattr(self.model, "device") else "cpu"
+        if self.config.memory == "rgb":
+            return RgbPointCache(RgbCacheConfig(voxel_size=self.config.voxel_size), self.model, device)
         config = MemoryConfig(feature_dim=self.model.latent_channels, voxel_size=self.config.voxel_size,
                               capacity=self.config.memory_capacity, dtype=self.config.memory_dtype)
-        return LatentSpatialMemory(config, self.model.device if hasattr(self.model, "device") else "cpu")
+        kind = AppendOnlyLatentMemory if self.config.memory == "append" else LatentSpatialMemory
+        return kind(config, device)
 
     def _check_view(self, view: InitialView) -> None:
         h, w = self.config.image_hw
@@ -227,7 +250,8 @@ class World:
         state = _State(memory, K, pose, 0, torch.Generator().manual_seed(seed), latent, [latent[:, 0]], [0],
                        KeyframeStore(self.config.keyframes), depth or MemoryDepth())
         self._write(state, latent, view.depth[None].float(), pose[None],
-                    None if view.dynamic_mask is None else view.dynamic_mask[None], frame_indices=[0])
+                    None if view.dynamic_mask is None else view.dynamic_mask[None], frame_indices=[0],
+                    frames=_to_unit(view.image)[None])
         self._states[index] = state
 
     def state(self, index: int) -> _State:
@@ -241,7 +265,7 @@ class World:
         """Current camera-to-world poses [B, 4, 4]."""
         return torch.stack([self.state(i).pose for i in range(self.batch_size)])
 
-    def memory(self, index: int) -> LatentSpatialMemory:
+    def memory(self, index: int) -> LatentSpatialMemory | RgbPointCache:
         return self.state(index).memory
 
     # ------------------------------------------------------------------ the step
@@ -249,12 +273,15 @@ class World:
         """Poses of the new latent frames [B, k, 4, 4]: pixel frames 4, 8, ..., F of the segment."""
         return poses[:, self.model.temporal_stride - 1::self.model.temporal_stride]
 
-    def condition(self, index: int, target_poses: torch.Tensor) -> Conditioning:
+    def condition(self, index: int, target_poses: torch.Tensor,
+                  frame_poses: torch.Tensor | None = None) -> Conditioning:
         """What world ``index`` conditions a segment on: the memory read at the target latent poses [t, 4, 4]
-        and the clean context (preceding latents, references retrieved by visible-voxel overlap)."""
+        and the clean context (preceding latents, references retrieved by visible-voxel overlap).
+
+        The RGB cache renders every pixel frame of the segment, so it needs ``frame_poses`` [1 + 4 (t - 1), 4, 4].
+        """
         state = self.state(index)
-        K_latent = scale_intrinsics(state.K, self.config.image_hw, self.latent_hw)
-        read = state.memory.read(K_latent.expand(target_poses.shape[0], 3, 3), target_poses, self.latent_hw)
+        read = self._read(state, target_poses, frame_poses)
         history = state.history[:-1][-self.config.preceding:] if self.config.preceding else []
         preceding = torch.stack(history, dim=1) if history else None
         first_preceding = state.history_frames[-len(history) - 1] if history else state.history_frames[-1]
@@ -265,15 +292,16 @@ class World:
 
     def observe(self, index: int, latents: torch.Tensor, depth: torch.Tensor, poses: torch.Tensor,
                 dynamic_mask: torch.Tensor | None = None, next_first_latent: torch.Tensor | None = None,
-                timings: StepTimings | None = None) -> DiscardStats:
+                timings: StepTimings | None = None, frames: torch.Tensor | None = None) -> DiscardStats:
         """Advance world ``index`` by k latent frames [C, k, h, w] with pixel depth [k, H, W] at poses [k, 4, 4]:
         dynamic discard, memory write, keyframes and history. :meth:`step` calls it with generated latents;
-        training calls it with ground-truth latents (teacher forcing), so both condition the same way."""
+        training calls it with ground-truth latents (teacher forcing), so both condition the same way.
+        The RGB cache stores pixels: it needs the decoded ``frames`` [k, 3, H, W] of those latents."""
         state = self.state(index)
         k = latents.shape[1]
         stride = self.model.temporal_stride
         frame_indices = [state.frame + stride * (j + 1) for j in range(k)]
-        stats = self._write(state, latents, depth, poses, dynamic_mask, frame_indices, timings)
+        stats = self._write(state, latents, depth, poses, dynamic_mask, frame_indices, timings, frames)
         state.pose = poses[-1]
         state.frame += stride * k
         if next_first_latent is not None:
@@ -294,7 +322,8 @@ class World:
         timings = StepTimings()
         targets = torch.cat([torch.stack([s.pose for s in states])[:, None], self.latent_poses(poses)], dim=1)
         with _timed(timings, "read"):
-            conditions = [self.condition(i, targets[i]) for i in range(b)]
+            conditions = [self.condition(i, targets[i], torch.cat([states[i].pose[None], poses[i]]))
+                          for i in range(b)]
         with _timed(timings, "denoise"):
             latents = self._generate(states, conditions)
         with _timed(timings, "decode"):
@@ -308,27 +337,45 @@ class World:
             with _timed(timings, "depth"):
                 times = torch.tensor([(state.frame + stride * (j + 1)) / self.config.fps for j in range(k)])
                 cameras = Cameras(state.K.expand(1, k, 3, 3), targets[i, 1:][None], times[None].double())
-                depth = state.depth(new_frames[i, stride - 1::stride][None], read.depth[1:][None],
-                                    read.mask[1:][None], cameras)[0]
-            discard_stats.append(self.observe(i, new_latents[i], depth, targets[i, 1:], None, last[i], timings))
+                latent_frames = new_frames[i, stride - 1::stride]
+                depth = state.depth(latent_frames[None], read.depth[1:][None], read.mask[1:][None], cameras)[0]
+            discard_stats.append(self.observe(i, new_latents[i], depth, targets[i, 1:], None, last[i], timings,
+                                              latent_frames))
         coverage = torch.stack([c.read.mask[1:].float().mean(dim=(1, 2)) for c in conditions])
         return Segment(_to_uint8(new_frames), new_latents, poses, coverage,
                        [c.reference_frames for c in conditions], discard_stats, timings)
 
+    def _read(self, state: _State, target_poses: torch.Tensor, frame_poses: torch.Tensor | None) -> MemoryRead:
+        """Read the memory at the latent poses [t, 4, 4]; the RGB cache renders and encodes the pixel frames."""
+        if not isinstance(state.memory, RgbPointCache):
+            K_latent = scale_intrinsics(state.K, self.config.image_hw, self.latent_hw)
+            return state.memory.read(K_latent.expand(target_poses.shape[0], 3, 3), target_poses, self.latent_hw)
+        if frame_poses is None:
+            raise ValueError("the RGB cache renders every pixel frame: condition() needs frame_poses")
+        return state.memory.read(state.K.expand(frame_poses.shape[0], 3, 3), frame_poses, self.config.image_hw)
+
     def _write(self, state: _State, latents: torch.Tensor, depth: torch.Tensor, poses: torch.Tensor,
                dynamic_mask: torch.Tensor | None, frame_indices: Sequence[int],
-               timings: StepTimings | None = None) -> DiscardStats:
-        """Discard dynamic content, write latents [C, k, h, w] with pixel depth [k, H, W], record keyframes."""
+               timings: StepTimings | None = None, frames: torch.Tensor | None = None) -> DiscardStats:
+        """Discard dynamic content, write latents [C, k, h, w] (the RGB cache: ``frames`` [k, 3, H, W]) with pixel
+        depth [k, H, W], record keyframes."""
         timings = timings or StepTimings()
         k = latents.shape[1]
         K = state.K.expand(k, 3, 3)
+        rgb = isinstance(state.memory, RgbPointCache)
+        if rgb and frames is None:
+            raise ValueError("the RGB cache stores pixels: observe() needs the decoded frames")
         with _timed(timings, "discard"):
+            evicting = state.memory if self.config.memory == "latent" else None
             result = discard_dynamic(depth, K, poses, self.latent_hw, self.config.discard, dynamic_mask=dynamic_mask,
-                                     memory=state.memory)
+                                     memory=evicting)
         with _timed(timings, "write"):
             K_latent = scale_intrinsics(K, self.config.image_hw, self.latent_hw)
-            state.memory.write(latents.permute(1, 0, 2, 3), result.cell_depth, K_latent, poses,
-                               keep_mask=result.keep_mask)
+            if rgb:
+                state.memory.write(frames, depth.nan_to_num(posinf=0.0), K, poses, keep_mask=result.keep_mask)
+            else:
+                state.memory.write(latents.permute(1, 0, 2, 3), result.cell_depth, K_latent, poses,
+                                   keep_mask=result.keep_mask)
             points = backproject_depth(result.cell_depth, K_latent, poses)
             for j in range(k):
                 keys = pack_voxel_keys(voxel_coords(points[j][result.keep_mask[j]], self.config.voxel_size))
@@ -343,7 +390,7 @@ class World:
         out: list[torch.Tensor | None] = [None] * len(states)
         for members in groups.values():
             request = segment_request(torch.stack([states[i].first_latent for i in members]),
-                                      [conditions[i] for i in members])
+                                      [conditions[i] for i in members], self.config.zero_memory)
             latents = self.model.generate(request, [states[i].generator for i in members], self.config.num_steps)
             for row, i in enumerate(members):
                 out[i] = latents[row]
