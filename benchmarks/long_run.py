@@ -27,9 +27,8 @@ from measure import machine, pyplot, save
 
 from mirage_env.geometry.trajectories import orbit
 from mirage_env.models import from_preset
-from mirage_env.models.depth import SimulatorDepth
-from mirage_env.sim import Scene, render
-from mirage_env.world import InitialView, World, WorldConfig
+from mirage_env.sim import Scene
+from mirage_env.world import World, WorldConfig
 
 KINDS = {"latent": "bounded latent memory", "append": "append-only latent memory", "rgb": "RGB point-cloud cache"}
 MEMORY_STAGES = ("read", "discard", "write")
@@ -49,10 +48,7 @@ def loop(scene: Scene, poses_per_lap: int, laps: int) -> torch.Tensor:
 
 def start(model, config: WorldConfig, scene: Scene, pose: torch.Tensor) -> World:
     world = World(model, config, batch_size=1)
-    K = world.default_intrinsics()
-    view = render(scene, K, pose, world.config.image_hw)
-    world.reset(0, InitialView(view.rgb[0], view.depth[0], K, pose, view.dynamic_mask[0]), seed=0,
-                depth=SimulatorDepth(scene))
+    world.reset_in_scene(0, scene, pose, seed=0)
     return world
 
 

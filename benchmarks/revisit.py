@@ -26,9 +26,8 @@ import torch.nn.functional as F
 
 from mirage_env.geometry.trajectories import from_velocities, loop_and_return
 from mirage_env.models import from_preset
-from mirage_env.models.depth import SimulatorDepth
 from mirage_env.sim import Scene, render
-from mirage_env.world import InitialView, World, WorldConfig
+from mirage_env.world import World, WorldConfig
 
 HELD_OUT_FIRST_SCENE = 200_000
 
@@ -43,11 +42,8 @@ def psnr(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor | None = None) -> 
 def episode(world: World, scene_seed: int, out_steps: int, yaw_deg: float) -> dict:
     scene = Scene.sample(scene_seed, ("indoor", "outdoor")[scene_seed % 2])
     pose = scene.start_pose(scene_seed)
-    K = world.default_intrinsics()
-    hw = world.config.image_hw
-    first = render(scene, K, pose, hw)
-    world.reset(0, InitialView(first.rgb[0], first.depth[0], K, pose, first.dynamic_mask[0]), seed=scene_seed,
-                depth=SimulatorDepth(scene))
+    K, hw = world.default_intrinsics(), world.config.image_hw
+    first = world.reset_in_scene(0, scene, pose, seed=scene_seed)
     velocity = torch.tensor([[0.0, 0.0, 0.0, math.radians(yaw_deg), 0.0, 0.0]] * world.frames_per_step * out_steps)
     path = loop_and_return(from_velocities(pose, velocity))[1:]
     gt_psnr, frame, stride = [], 0, world.model.temporal_stride
@@ -61,7 +57,7 @@ def episode(world: World, scene_seed: int, out_steps: int, yaw_deg: float) -> di
         mask = F.interpolate(covered[:, None].float(), size=hw, mode="nearest")[:, 0] > 0
         if mask.any():
             gt_psnr.append(psnr(segment.frames[0, stride - 1::stride], truth.rgb, mask))
-    return {"scene": scene_seed, "revisit_psnr": psnr(segment.frames[0, -1], first.rgb[0]),
+    return {"scene": scene_seed, "revisit_psnr": psnr(segment.frames[0, -1], first.image),
             "gt_psnr_covered": sum(gt_psnr) / max(1, len(gt_psnr))}
 
 

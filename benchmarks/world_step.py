@@ -19,9 +19,8 @@ import torch
 
 from mirage_env.geometry.trajectories import from_velocities
 from mirage_env.models import from_preset
-from mirage_env.models.depth import SimulatorDepth
-from mirage_env.sim import Scene, render
-from mirage_env.world import InitialView, World, WorldConfig
+from mirage_env.sim import Scene
+from mirage_env.world import World, WorldConfig
 
 STAGES = ("read", "denoise", "decode", "depth", "discard", "write")
 
@@ -29,11 +28,7 @@ STAGES = ("read", "denoise", "decode", "depth", "discard", "write")
 def run(world: World, steps: int) -> dict:
     for i in range(world.batch_size):
         scene = Scene.sample(i, "indoor")
-        pose = scene.start_pose(i)
-        K = world.default_intrinsics()
-        view = render(scene, K, pose, world.config.image_hw)
-        world.reset(i, InitialView(view.rgb[0], view.depth[0], K, pose, view.dynamic_mask[0]), seed=i,
-                    depth=SimulatorDepth(scene))
+        world.reset_in_scene(i, scene, scene.start_pose(i), seed=i)
     velocity = torch.tensor([[0.0, 0.0, 0.03, math.radians(3.0), 0.0, 0.0]] * world.frames_per_step)
     totals = dict.fromkeys(STAGES, 0.0)
     for step in range(steps + 1):

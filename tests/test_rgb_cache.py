@@ -11,9 +11,8 @@ from mirage_env.memory import LatentSpatialMemory, MemoryConfig
 from mirage_env.memory.append_only import AppendOnlyLatentMemory
 from mirage_env.memory.rgb_cache import POINT_BYTES, RgbCacheConfig, RgbPointCache
 from mirage_env.models import from_preset
-from mirage_env.models.depth import SimulatorDepth
 from mirage_env.sim import Scene, render
-from mirage_env.world import InitialView, World, WorldConfig
+from mirage_env.world import World, WorldConfig
 
 HW = (64, 64)
 
@@ -108,11 +107,7 @@ def test_append_only_grows_where_the_bounded_memory_does_not(view):
 def test_the_world_runs_with_every_memory_kind(model, kind):
     world = World(model, WorldConfig(memory=kind, num_steps=1), batch_size=1)
     scene = Scene.sample(1, "indoor")
-    pose = scene.start_pose(1)
-    K = world.default_intrinsics()
-    out = render(scene, K, pose, HW)
-    world.reset(0, InitialView(out.rgb[0], out.depth[0], K, pose, out.dynamic_mask[0]), seed=0,
-                depth=SimulatorDepth(scene))
+    world.reset_in_scene(0, scene, scene.start_pose(1), seed=0)
     size = len(world.memory(0))
     velocity = torch.tensor([[0.0, 0.0, 0.05, math.radians(5.0), 0.0, 0.0]] * world.frames_per_step)
     for _ in range(2):

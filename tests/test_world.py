@@ -8,7 +8,7 @@ import torch
 from mirage_env.geometry.trajectories import from_velocities
 from mirage_env.models import from_preset
 from mirage_env.models.depth import SimulatorDepth
-from mirage_env.sim import Scene, render
+from mirage_env.sim import Scene
 from mirage_env.world import InitialView, KeyframeStore, World, WorldConfig
 
 
@@ -19,11 +19,7 @@ def model():
 
 def start(world: World, index: int, seed: int) -> Scene:
     scene = Scene.sample(seed, "indoor")
-    pose = scene.start_pose(seed)
-    K = world.default_intrinsics()
-    view = render(scene, K, pose, world.config.image_hw)
-    world.reset(index, InitialView(view.rgb[0], view.depth[0], K, pose, view.dynamic_mask[0]), seed=seed,
-                depth=SimulatorDepth(scene))
+    world.reset_in_scene(index, scene, scene.start_pose(seed), seed)
     return scene
 
 

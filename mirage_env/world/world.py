@@ -24,8 +24,9 @@ from mirage_env.memory.append_only import AppendOnlyLatentMemory
 from mirage_env.memory.discard import DiscardConfig, DiscardStats, discard_dynamic
 from mirage_env.memory.rgb_cache import RgbCacheConfig, RgbPointCache
 from mirage_env.memory.voxels import pack_voxel_keys, voxel_coords
-from mirage_env.models.depth import Cameras, DepthProvider, MemoryDepth
+from mirage_env.models.depth import Cameras, DepthProvider, MemoryDepth, SimulatorDepth
 from mirage_env.models.interface import SegmentRequest, WorldModel
+from mirage_env.sim import Scene, render
 from mirage_env.world.keyframes import KeyframeStore
 
 SNAPSHOT_FORMAT = "mirage-env-world"
@@ -253,6 +254,15 @@ class World:
                     None if view.dynamic_mask is None else view.dynamic_mask[None], frame_indices=[0],
                     frames=_to_unit(view.image)[None])
         self._states[index] = state
+
+    def reset_in_scene(self, index: int, scene: Scene, pose: torch.Tensor, seed: int) -> InitialView:
+        """Start world ``index`` in a simulated scene at ``pose``: its render is the first frame (the scene's
+        dynamic mask is kept out of the memory) and the scene gives depth for generated frames. Returns the view."""
+        K = self.default_intrinsics()
+        out = render(scene, K, pose, self.config.image_hw)
+        view = InitialView(out.rgb[0], out.depth[0], K, pose, out.dynamic_mask[0])
+        self.reset(index, view, seed, depth=SimulatorDepth(scene))
+        return view
 
     def state(self, index: int) -> _State:
         state = self._states[index]
