@@ -1,3 +1,5 @@
-from mirage_env.train.recipes import main
+import sys
 
-main()
+from mirage_env.cli import main
+
+main(["train", *sys.argv[1:]])

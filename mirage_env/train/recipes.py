@@ -1,4 +1,4 @@
-"""The documented training recipes (one command each), used by ``mirage-env train`` and ``python -m mirage_env.train``.
+"""The documented training recipes (one command each): ``mirage-env train vae|tiny`` (or ``python -m mirage_env.train``).
 
 ``vae``: train the tiny preset's VAE on simulator clips, set its latent statistics, report held-out PSNR and
 save it (diffusers layout) under ``OUT/vae``.
@@ -78,18 +78,8 @@ def train_world_model(out: Path, vae_dir: Path, steps: dict[str, int], seed: int
     return summary
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m mirage_env.train", description=__doc__.splitlines()[0])
-    parser.add_argument("recipe", choices=("vae", "tiny"))
-    parser.add_argument("--out", type=Path, default=Path("runs/tiny"))
-    parser.add_argument("--vae-steps", type=int, default=3000)
-    parser.add_argument("--vae", type=Path, help="a trained VAE folder (skips VAE training in the tiny recipe)")
-    parser.add_argument("--dit-steps", type=int, default=3000)
-    parser.add_argument("--addon-steps", type=int, default=1500)
-    parser.add_argument("--lora-steps", type=int, default=500)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--resume", action="store_true")
-    args = parser.parse_args(argv)
+def run_recipe(args: argparse.Namespace) -> dict:
+    """Run the recipe named by ``mirage-env train`` arguments; prints and returns the summary."""
     summary = {}
     vae_dir = args.vae
     if vae_dir is None:
@@ -99,3 +89,4 @@ def main(argv: list[str] | None = None) -> None:
         steps = {"dit": args.dit_steps, "addon": args.addon_steps, "lora": args.lora_steps}
         summary.update(train_world_model(args.out, vae_dir, steps, args.seed, args.resume))
     print(json.dumps(summary, indent=2))
+    return summary
