@@ -14,7 +14,7 @@ Every info (at reset and at every step) has the same keys:
 ``new_voxels``    int, voxels the step added to the memory
 ``memory_voxels`` int, voxels in the memory; ``memory_bytes``: bytes it holds
 ``latent``        float32 [C, h, w], the latent of the last frame (at reset: the encoded start frame)
-``timings_ms``    :class:`Timings` of the world step (in the vector env: of the whole batched step)
+``timings_ms``    :class:`~mirage_env.world.StepTimings` of the world step (in the vector env: of the whole batched step)
 ================  ==========================================================================================
 """
 
@@ -109,25 +109,6 @@ class EnvConfig:
         return ActionScale(self.move_m, self.turn_deg, self.max_pitch_deg)
 
 
-@dataclass(frozen=True)
-class Timings:
-    """Milliseconds per stage of a world step. Wall-clock measurements are not part of an env's state, so all
-    Timings compare equal (infos of equal transitions stay equal)."""
-
-    read: float = field(default=0.0, compare=False)
-    denoise: float = field(default=0.0, compare=False)
-    decode: float = field(default=0.0, compare=False)
-    depth: float = field(default=0.0, compare=False)
-    discard: float = field(default=0.0, compare=False)
-    write: float = field(default=0.0, compare=False)
-    total: float = field(default=0.0, compare=False)
-
-    @classmethod
-    def of(cls, timings: StepTimings) -> Timings:
-        return cls(timings.read, timings.denoise, timings.decode, timings.depth, timings.discard, timings.write,
-                   timings.total())
-
-
 class DepthRecorder:
     """A depth provider that keeps the depth of the last frame it was asked for (the observation's depth)."""
 
@@ -200,7 +181,7 @@ class CameraWorlds:
         self.slots[index] = Slot(start, depth, reward, start.view.image, start.view.depth, latent)
         frames = start.view.image.expand(self.frames_per_step, *start.view.image.shape)
         voxels = len(self.world.memory(index))
-        return self.observation(index), self.info(index, frames, False, 0.0, voxels, Timings())
+        return self.observation(index), self.info(index, frames, False, 0.0, voxels, StepTimings())
 
     # ------------------------------------------------------------------ step
     def check_actions(self, actions: Sequence[Any | None]) -> list[np.ndarray | None]:
@@ -245,7 +226,7 @@ class CameraWorlds:
         blocked = blocked or [False] * self.batch_size
         before = [(self.world.state(i).pose, len(self.world.memory(i))) for i in range(self.batch_size)]
         segment = self.world.step(poses)
-        timings = Timings.of(segment.timings)
+        timings = segment.timings
         results = []
         for i, (pose_before, voxels_before) in enumerate(before):
             slot = self.slot(i)
@@ -266,7 +247,7 @@ class CameraWorlds:
                                         self.world.state(index).pose, slot.reward.extra_observation())
 
     def info(self, index: int, frames: torch.Tensor, blocked: bool, coverage: float, new_voxels: int,
-             timings: Timings) -> dict:
+             timings: StepTimings) -> dict:
         stats = self.world.memory(index).stats()
         state = self.world.state(index)
         return {"frames": frames.numpy().copy(), "pose": state.pose.to(torch.float32).numpy().copy(),

@@ -95,15 +95,17 @@ class InitialView:
 
 @dataclass
 class StepTimings:
-    """Milliseconds spent in each stage of the last step (summed over the batch)."""
+    """Milliseconds spent in each stage of the last step (summed over the batch). Wall-clock time is not part of
+    a world's state, so all StepTimings compare equal (equal transitions keep equal infos)."""
 
-    read: float = 0.0
-    denoise: float = 0.0
-    decode: float = 0.0
-    depth: float = 0.0
-    discard: float = 0.0
-    write: float = 0.0
+    read: float = field(default=0.0, compare=False)
+    denoise: float = field(default=0.0, compare=False)
+    decode: float = field(default=0.0, compare=False)
+    depth: float = field(default=0.0, compare=False)
+    discard: float = field(default=0.0, compare=False)
+    write: float = field(default=0.0, compare=False)
 
+    @property
     def total(self) -> float:
         return self.read + self.denoise + self.decode + self.depth + self.discard + self.write
 
