@@ -294,3 +294,12 @@ def test_config_validation():
         MemoryConfig(feature_dim=4, dtype="int8")
     with pytest.raises(ValueError, match="voxel_size"):
         MemoryConfig(feature_dim=4, voxel_size=0.0)
+
+
+def test_voxel_keys_round_trip_and_range():
+    from mirage_env.memory.voxels import pack_voxel_keys, unpack_voxel_keys
+
+    coords = torch.tensor([[0, 0, 0], [-1, 2, -3], [(1 << 20) - 1, -(1 << 20), 5]])
+    assert torch.equal(unpack_voxel_keys(pack_voxel_keys(coords)), coords)
+    with pytest.raises(ValueError, match="larger voxel_size"):
+        pack_voxel_keys(torch.tensor([[1 << 20, 0, 0]]))
