@@ -12,10 +12,10 @@ import argparse
 import json
 import os
 import platform
-import time
 from pathlib import Path
 
 import torch
+from measure import best_of
 
 from mirage_env.geometry import intrinsics_from_fov, pack_cameras
 from mirage_env.geometry.trajectories import orbit
@@ -23,15 +23,10 @@ from mirage_env.memory import LatentSpatialMemory, MemoryConfig
 from mirage_env.ops import extension, reference
 
 
-def best_of(fn, repeat: int) -> tuple[float, object]:
+def timed(fn, repeat: int) -> tuple[float, object]:
     """Fastest wall time in milliseconds over ``repeat`` runs after one warm-up, and the last result."""
-    result = fn()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        result = fn()
-        times.append((time.perf_counter() - start) * 1e3)
-    return min(times), result
+    stats, result = best_of(fn, repeat, torch.device("cpu"))
+    return stats["ms"], result
 
 
 def same(a, b) -> bool:
@@ -79,8 +74,8 @@ def main() -> None:
     ]
     rows = []
     for label, name, op_args, exact in cases:
-        ref_ms, ref_out = best_of(lambda: getattr(reference, name)(*op_args), args.repeat)
-        ext_ms, ext_out = best_of(lambda: getattr(extension, name)(module, *op_args), args.repeat)
+        ref_ms, ref_out = timed(lambda: getattr(reference, name)(*op_args), args.repeat)
+        ext_ms, ext_out = timed(lambda: getattr(extension, name)(module, *op_args), args.repeat)
         equal = same(ext_out, ref_out) if exact else (torch.equal(ext_out[0], ref_out[0])
                                                        and torch.equal(ext_out[4], ref_out[4]))
         rows.append({"op": label, "reference_ms": ref_ms, "extension_ms": ext_ms, "speedup": ref_ms / ext_ms,
@@ -96,7 +91,7 @@ def main() -> None:
     timings = {}
     for backend in ("reference", "extension"):
         os.environ["MIRAGE_ENV_BACKEND"] = backend
-        timings[backend] = best_of(lambda: memory.read(K, poses, (h, w)), args.repeat)
+        timings[backend] = timed(lambda: memory.read(K, poses, (h, w)), args.repeat)
     equal = same(tuple(timings["reference"][1]), tuple(timings["extension"][1]))
     rows.append({"op": f"LatentSpatialMemory.read N={args.points:,} C={args.channels} B={args.cameras} {h}x{w}",
                  "reference_ms": timings["reference"][0], "extension_ms": timings["extension"][0],
