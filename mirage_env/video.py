@@ -1,11 +1,22 @@
-"""Write frame sequences as mp4 (imageio-ffmpeg's bundled ffmpeg) or GIF, and contact sheets as PNG."""
+"""Frames: uint8 <-> [-1, 1] conversion, mp4 (imageio-ffmpeg's bundled ffmpeg) or GIF videos, PNG contact sheets."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
+
+
+def to_unit(images: torch.Tensor) -> torch.Tensor:
+    """uint8 images [..., H, W, 3] -> float [..., 3, H, W] in [-1, 1] (what the VAE takes)."""
+    return images.movedim(-1, -3).float() / 127.5 - 1.0
+
+
+def to_uint8(frames: torch.Tensor) -> torch.Tensor:
+    """Float frames [..., 3, H, W] in [-1, 1] -> uint8 images [..., H, W, 3] (inverse of :func:`to_unit`)."""
+    return ((frames.clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8).movedim(-3, -1)
 
 
 def _as_frames(frames) -> np.ndarray:

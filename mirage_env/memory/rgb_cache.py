@@ -19,6 +19,7 @@ from mirage_env.geometry.checks import check_float, check_intrinsics, check_pose
 from mirage_env.memory.latent_memory import MemoryRead
 from mirage_env.memory.lifting import check_depth
 from mirage_env.memory.voxels import pack_voxel_keys, voxel_coords
+from mirage_env.video import to_uint8
 
 POINT_BYTES = 3 * 4 + 3  # float32 position + uint8 RGB
 KEY_BYTES = 8  # one sorted voxel key per point when downsampling
@@ -154,7 +155,7 @@ class RgbPointCache:
         if keep_mask is not None:
             valid &= _to_pixels(keep_mask.to(self.device), (t, h, w))
         points = backproject_depth(depth, K, c2w)[valid]
-        colors = ((frames.permute(0, 2, 3, 1).clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)[valid]
+        colors = to_uint8(frames)[valid]
         if self.config.downsample:
             keep = self._first_in_new_voxels(points)
             points, colors = points[keep], colors[keep]

@@ -16,6 +16,7 @@ import torch
 
 from mirage_env.geometry import integrate_velocity, intrinsics_from_fov
 from mirage_env.sim import Scene, render
+from mirage_env.video import to_unit
 
 
 @dataclass
@@ -77,4 +78,4 @@ def sample_clip(index: int, config: ClipConfig = ClipConfig(), seed: int = 0) ->
 
 def frames_to_unit(frames: torch.Tensor) -> torch.Tensor:
     """uint8 [..., T, H, W, 3] -> float video [..., 3, T, H, W] in [-1, 1] (the VAE's layout)."""
-    return frames.movedim(-1, -4).float() / 127.5 - 1.0
+    return to_unit(frames).movedim(-4, -3)

@@ -16,6 +16,7 @@ import torch
 from mirage_env.models.interface import SegmentRequest
 from mirage_env.models.wan import WanWorldModel
 from mirage_env.train.clips import Clip, ClipConfig, sample_clip
+from mirage_env.video import to_unit
 from mirage_env.world import InitialView, World, WorldConfig
 from mirage_env.world.world import segment_request
 
@@ -35,7 +36,7 @@ def teacher_forced(model: WanWorldModel, clip: Clip, context: int, target: int,
                    config: WorldConfig) -> tuple[SegmentRequest, torch.Tensor]:
     """(request with batch 1, target latents [1, C, 1 + target, h, w]) for ``context`` observed latent frames."""
     stride = model.temporal_stride
-    video = clip.frames.movedim(-1, 1).float() / 127.5 - 1.0  # [T, 3, H, W]
+    video = to_unit(clip.frames)  # [T, 3, H, W]
     world = World(model, config, batch_size=1)
     world.reset(0, InitialView(clip.frames[0], clip.depth[0], clip.K, clip.poses[0]), seed=0)
     if context:

@@ -27,6 +27,7 @@ from mirage_env.memory.voxels import pack_voxel_keys, voxel_coords
 from mirage_env.models.depth import Cameras, DepthProvider, MemoryDepth, SimulatorDepth
 from mirage_env.models.interface import SegmentRequest, WorldModel
 from mirage_env.sim import Scene, render
+from mirage_env.video import to_uint8, to_unit
 from mirage_env.world.keyframes import KeyframeStore
 
 SNAPSHOT_FORMAT = "mirage-env-world"
@@ -185,16 +186,6 @@ def _timed(timings: StepTimings, stage: str):
     return _Timer()
 
 
-def _to_unit(image: torch.Tensor) -> torch.Tensor:
-    """uint8 [..., H, W, 3] -> float [..., 3, H, W] in [-1, 1]."""
-    return image.movedim(-1, -3).float() / 127.5 - 1.0
-
-
-def _to_uint8(frames: torch.Tensor) -> torch.Tensor:
-    """float [..., 3, H, W] in [-1, 1] -> uint8 [..., H, W, 3]."""
-    return ((frames.clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8).movedim(-3, -1)
-
-
 class World:
     """B worlds sharing one :class:`~mirage_env.models.interface.WorldModel`, each with its own memory."""
 
@@ -247,14 +238,14 @@ class World:
         """
         self._check_view(view)
         memory = self._new_memory()
-        latent = self.model.encode(_to_unit(view.image)[None, None])[0]  # [C, 1, h, w]
+        latent = self.model.encode(to_unit(view.image)[None, None])[0]  # [C, 1, h, w]
         K = view.K.to(torch.float64)
         pose = view.c2w.to(torch.float64)
         state = _State(memory, K, pose, 0, torch.Generator().manual_seed(seed), latent, [latent[:, 0]], [0],
                        KeyframeStore(self.config.keyframes), depth or MemoryDepth())
         self._write(state, latent, view.depth[None].float(), pose[None],
                     None if view.dynamic_mask is None else view.dynamic_mask[None], frame_indices=[0],
-                    frames=_to_unit(view.image)[None])
+                    frames=to_unit(view.image)[None])
         self._states[index] = state
 
     def reset_in_scene(self, index: int, scene: Scene, pose: torch.Tensor, seed: int) -> InitialView:
@@ -354,7 +345,7 @@ class World:
             discard_stats.append(self.observe(i, new_latents[i], depth, targets[i, 1:], None, last[i], timings,
                                               latent_frames))
         coverage = torch.stack([c.read.mask[1:].float().mean(dim=(1, 2)) for c in conditions])
-        return Segment(_to_uint8(new_frames), new_latents, poses, coverage,
+        return Segment(to_uint8(new_frames), new_latents, poses, coverage,
                        [c.reference_frames for c in conditions], discard_stats, timings)
 
     def _read(self, state: _State, target_poses: torch.Tensor, frame_poses: torch.Tensor | None) -> MemoryRead:
