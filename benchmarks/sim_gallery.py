@@ -40,7 +40,7 @@ def view_with_mover(scene: Scene, seed: int, K: torch.Tensor, hw: tuple[int, int
             if np.linalg.norm(target - eye.numpy()) < 2.0:
                 continue
             pose = look_at(eye, target + np.array([0.0, -0.2, 0.0]))
-            shown = render(scene, K, pose, hw, time).dynamic_mask.float().mean().item()
+            shown = render(scene, K, pose, hw, time, supersample=1).dynamic_mask.float().mean().item()
             if shown > best:
                 best, best_pose = shown, pose
     return best_pose

@@ -3,8 +3,16 @@ import math
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
-from mirage_env.geometry import backproject_depth, camera_rays, intrinsics_from_fov, look_at, pose_from_euler
+from mirage_env.geometry import (
+    backproject_depth,
+    camera_rays,
+    intrinsics_from_fov,
+    look_at,
+    pose_from_euler,
+    scale_intrinsics,
+)
 from mirage_env.sim import Box, Capsule, Material, Mover, Path, Plane, Scene, render
 from mirage_env.sim.textures import TEXTURES, albedo, seed_offset
 
@@ -127,10 +135,27 @@ def test_dynamic_mask_is_the_mover_ids(indoor):
 
 def test_moving_objects_change_only_dynamic_pixels(indoor):
     pose = _facing_mover(indoor, 0.0)
-    a, b = render(indoor, K, pose, HW, 0.0), render(indoor, K, pose, HW, 1.0)
+    a, b = render(indoor, K, pose, HW, 0.0, supersample=1), render(indoor, K, pose, HW, 1.0, supersample=1)
     changed = (a.rgb != b.rgb).any(-1) | (a.depth != b.depth)
     assert changed.any()
     assert not (changed & ~(a.dynamic_mask | b.dynamic_mask)).any()
+    # Anti-aliased colour also changes on the movers' one-pixel fringe (rays off the pixel centre hit them).
+    a, b = render(indoor, K, pose, HW, 0.0), render(indoor, K, pose, HW, 1.0)
+    fringe = F.max_pool2d((a.dynamic_mask | b.dynamic_mask).float()[:, None], 3, stride=1, padding=1)[:, 0] > 0
+    changed = (a.rgb != b.rgb).any(-1)
+    assert changed.any() and not (changed & ~fringe).any()
+
+
+def test_supersampling_averages_the_fine_render(indoor):
+    pose = _facing_mover(indoor, 0.0)
+    coarse = render(indoor, K, pose, HW, 0.5, supersample=2)
+    fine = render(indoor, scale_intrinsics(K, HW, (2 * HW[0], 2 * HW[1])), pose, (2 * HW[0], 2 * HW[1]), 0.5,
+                  supersample=1)
+    mean = fine.rgb.float().unflatten(1, (HW[0], 2)).unflatten(3, (HW[1], 2)).mean(dim=(2, 4))
+    assert (coarse.rgb.float() - mean).abs().max() <= 1.0  # the 8-bit rounding of the fine frame
+    assert torch.equal(coarse.depth, render(indoor, K, pose, HW, 0.5, supersample=1).depth)
+    with pytest.raises(ValueError, match="supersample"):
+        render(indoor, K, pose, HW, supersample=0)
 
 
 def test_paths_are_periodic_closed_form():
@@ -145,7 +170,7 @@ def test_paths_are_periodic_closed_form():
 def test_texture_is_fixed_to_the_surface(indoor):
     """The same 3D point seen from two cameras gets the same colour (lighting depends only on the normal)."""
     pose = indoor.start_pose(7)
-    out = render(indoor, K, pose, HW)
+    out = render(indoor, K, pose, HW, supersample=1)  # colour of the pixel-centre ray
     points = backproject_depth(out.depth, K, pose)[0].double().reshape(-1, 3)
     ids = out.object_id[0].reshape(-1)
     colors = out.rgb[0].reshape(-1, 3)
@@ -167,7 +192,7 @@ def test_texture_is_fixed_to_the_surface(indoor):
             continue
     one = torch.tensor([[100.0, 0.0, 0.0], [0.0, 100.0, 0.0], [0.0, 0.0, 1.0]], dtype=torch.float64)
     poses = torch.stack(poses)
-    seen = render(indoor, one, poses, (1, 1))  # the single pixel's ray is the optical axis through the point
+    seen = render(indoor, one, poses, (1, 1), supersample=1)  # the single pixel's ray is the optical axis through the point
     distance = (points[keep] - poses[:, :3, 3]).norm(dim=-1)
     unoccluded = (seen.depth[:, 0, 0] - distance).abs() < 1e-4 * distance
     assert unoccluded.sum() > 60
@@ -196,7 +221,7 @@ def test_lighting_varies_with_surface_orientation():
     scene = Scene(kind="indoor", boxes=(Box((-1.0, -1.0, 3.0), (1.0, 0.0, 5.0), plain),), capsules=(), planes=(),
                   movers=(), sky=False, light_dir=(0.6, -0.8, 0.0), ambient=0.3, sky_zenith=(0.0, 0.0, 0.0),
                   sky_horizon=(0.0, 0.0, 0.0), areas=((-3.0, -3.0, 3.0, 3.0),))
-    out = render(scene, K, look_at((2.5, -2.5, 1.0), (0.0, -0.5, 4.0)), HW)
+    out = render(scene, K, look_at((2.5, -2.5, 1.0), (0.0, -0.5, 4.0)), HW, supersample=1)  # flat shades, no edge blends
     shades = {tuple(c) for c in out.rgb[0][out.object_id[0] == 0].tolist()}
     assert len(shades) == 3  # top, side facing the light, side away from it
 

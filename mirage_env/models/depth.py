@@ -191,6 +191,6 @@ class SimulatorDepth:
             raise ValueError("SimulatorDepth needs the cameras of the frames")
         b, t, _, h, w = frames.shape
         out = render(self.scene, cameras.K.reshape(-1, 3, 3), cameras.c2w.reshape(-1, 4, 4), (h, w),
-                     cameras.time.reshape(-1))
+                     cameras.time.reshape(-1), supersample=1)
         depth = torch.where(torch.isfinite(out.depth), out.depth, torch.zeros((), dtype=out.depth.dtype))
         return depth.reshape(b, t, h, w).to(frames.device)

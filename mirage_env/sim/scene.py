@@ -171,7 +171,7 @@ class Scene:
                 continue
             angles = torch.tensor([math.atan2(tx - x, tz - z), rng.uniform(-0.3, 0.05), 0.0], dtype=torch.float64)
             pose = pose_from_euler(torch.tensor(position, dtype=torch.float64), *angles)
-            depth = render(self, K, pose, probe_hw).depth[0]
+            depth = render(self, K, pose, probe_hw, supersample=1).depth[0]
             if depth[3:9, 4:12].median() >= 2.0 and depth.isinf().float().mean() <= (0.5 if self.sky else 0.0):
                 return pose
         raise RuntimeError("start_pose: found no free camera pose with a view after 200 tries")
