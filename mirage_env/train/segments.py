@@ -1,10 +1,11 @@
 """Teacher-forced training segments with the conditioning the world sees at inference.
 
 For a clip of ``1 + 4 L`` frames, the first ``m`` latent frames are *observed* by a :class:`~mirage_env.world.World`
-exactly as generated frames are during a rollout (dynamic discard from depth, memory write, keyframes, preceding
-history), then :meth:`World.condition` gives the memory read at the target poses, the preceding latents and the
-retrieved references. The target is the clip's next ``k`` latent frames, encoded as the world would produce them:
-a segment starting at frame ``4 m`` whose first latent is that frame alone.
+as generated frames are during a rollout (dynamic discard from depth, memory write, keyframes, preceding history),
+with the clip's dynamic-object masks also kept out of the memory (as the first frame's are at inference); then
+:meth:`World.condition` gives the memory read at the target poses, the preceding latents and the retrieved
+references. The target is the clip's next ``k`` latent frames, encoded as the world would produce them: a segment
+starting at frame ``4 m`` whose first latent is that frame alone.
 """
 
 from __future__ import annotations
@@ -38,12 +39,12 @@ def teacher_forced(model: WanWorldModel, clip: Clip, context: int, target: int,
     stride = model.temporal_stride
     video = to_unit(clip.frames)  # [T, 3, H, W]
     world = World(model, config, batch_size=1)
-    world.reset(0, InitialView(clip.frames[0], clip.depth[0], clip.K, clip.poses[0]), seed=0)
+    world.reset(0, InitialView(clip.frames[0], clip.depth[0], clip.K, clip.poses[0], clip.dynamic[0]), seed=0)
     if context:
         observed = model.encode(video[None, : 1 + stride * context])[0, :, 1:]
         frames = slice(stride, stride * context + 1, stride)
         depth = clip.depth[frames].nan_to_num(posinf=0.0)
-        world.observe(0, observed, depth, clip.poses[frames].double())
+        world.observe(0, observed, depth, clip.poses[frames].double(), clip.dynamic[frames])
     start = stride * context
     latents = model.encode(video[None, start: start + stride * target + 1])
     condition = world.condition(0, clip.poses[start: start + stride * target + 1: stride].double())
