@@ -9,6 +9,7 @@ that late frames revisit what early frames saw: the statistics the memory is tra
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -74,6 +75,22 @@ def sample_clip(index: int, config: ClipConfig = ClipConfig(), seed: int = 0) ->
     times = torch.tensor(rng.uniform(0.0, 10.0) + np.arange(config.frames) / config.fps)
     view = render(scene, K, poses, config.hw, time=times)
     return Clip(view.rgb, view.depth, view.dynamic_mask, K, poses, times)
+
+
+ClipSource = Callable[[int], Clip]
+"""Where training clips come from: a deterministic ``index -> Clip`` (:class:`SimulatorClips`, or real sequences:
+:class:`~mirage_env.train.real_data.RealClips`)."""
+
+
+@dataclass(frozen=True)
+class SimulatorClips:
+    """The simulator as a :data:`ClipSource`: ``sample_clip(index, config, seed)``."""
+
+    config: ClipConfig
+    seed: int = 0
+
+    def __call__(self, index: int) -> Clip:
+        return sample_clip(index, self.config, self.seed)
 
 
 def frames_to_unit(frames: torch.Tensor) -> torch.Tensor:

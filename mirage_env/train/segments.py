@@ -5,7 +5,8 @@ as generated frames are during a rollout (dynamic discard from depth, memory wri
 with the clip's dynamic-object masks also kept out of the memory (as the first frame's are at inference); then
 :meth:`World.condition` gives the memory read at the target poses, the preceding latents and the retrieved
 references. The target is the clip's next ``k`` latent frames, encoded as the world would produce them: a segment
-starting at frame ``4 m`` whose first latent is that frame alone.
+starting at frame ``4 m`` whose first latent is that frame alone. Clips come from any :data:`ClipSource`: the
+simulator by default, or real sequences (:mod:`mirage_env.train.real_data`), all through :func:`teacher_forced`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import torch
 
 from mirage_env.models.interface import SegmentRequest
 from mirage_env.models.wan import WanWorldModel
-from mirage_env.train.clips import Clip, ClipConfig, sample_clip
+from mirage_env.train.clips import Clip, ClipConfig, ClipSource, SimulatorClips
 from mirage_env.video import to_unit
 from mirage_env.world import InitialView, World, WorldConfig
 from mirage_env.world.world import segment_request
@@ -31,6 +32,10 @@ class SegmentData:
     pool: int = 256
     batch_size: int = 4
     scenes: int = 400
+
+    def clip_frames(self, temporal_stride: int) -> int:
+        """Pixel frames per clip: ``1 + temporal_stride * latents``."""
+        return 1 + temporal_stride * self.latents
 
 
 def teacher_forced(model: WanWorldModel, clip: Clip, context: int, target: int,
@@ -52,17 +57,28 @@ def teacher_forced(model: WanWorldModel, clip: Clip, context: int, target: int,
 
 
 class SegmentPool:
-    """A fixed pool of teacher-forced segments (the VAE and the world are frozen, so they can be cached)."""
+    """A fixed pool of teacher-forced segments (the VAE and the world are frozen, so they can be cached).
 
-    def __init__(self, model: WanWorldModel, data: SegmentData, world: WorldConfig, seed: int) -> None:
+    Entry ``i`` is cut from ``clips(i)``: simulator clips by default, or any :data:`ClipSource` whose clips have
+    ``data.clip_frames(...)`` frames of the world's ``image_hw``.
+    """
+
+    def __init__(self, model: WanWorldModel, data: SegmentData, world: WorldConfig, seed: int,
+                 clips: ClipSource | None = None) -> None:
         self.model, self.data, self.world, self.seed = model, data, world, seed
-        self.clip_config = ClipConfig(frames=1 + model.temporal_stride * data.latents, scenes=data.scenes)
+        self.frames = data.clip_frames(model.temporal_stride)
+        if clips is None:
+            clips = SimulatorClips(ClipConfig(world.image_hw, self.frames, scenes=data.scenes), seed)
+        self.clips = clips
         self.samples: dict[int, tuple[SegmentRequest, torch.Tensor]] = {}
 
     def __getitem__(self, index: int) -> tuple[SegmentRequest, torch.Tensor]:
         index %= self.data.pool
         if index not in self.samples:
-            clip = sample_clip(index, self.clip_config, self.seed)
+            clip = self.clips(index)
+            if tuple(clip.frames.shape) != (self.frames, *self.world.image_hw, 3):
+                raise ValueError(f"clip {index} has frames {list(clip.frames.shape)}; this pool needs "
+                                 f"[{self.frames}, {self.world.image_hw[0]}, {self.world.image_hw[1]}, 3]")
             rng = torch.Generator().manual_seed(self.seed * 1_000_003 + index)
             target = int(torch.randint(1, self.data.max_target + 1, (1,), generator=rng))
             context = int(torch.randint(0, self.data.latents - target + 1, (1,), generator=rng))
