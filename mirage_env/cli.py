@@ -157,7 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "'w*8 wl*6 s*4'")
     play.add_argument("--out", default="out/play.mp4", help=".mp4 or .gif")
     play.set_defaults(run=_rollout, drive="keys", steps=1, poses=None)
-    train = commands.add_parser("train", help="train the tiny preset on simulator data (see mirage_env.train.recipes)")
+    train = commands.add_parser("train", help="train the tiny preset on simulator or real data "
+                                              "(see mirage_env.train.recipes)")
     train.add_argument("recipe", choices=("vae", "tiny"), help="vae: the VAE only; tiny: VAE, DiT, add-on, LoRA")
     train.add_argument("--out", type=Path, default=Path("runs/tiny"))
     train.add_argument("--vae", type=Path, help="a trained VAE folder (skips VAE training)")
@@ -165,6 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--dit-steps", type=int, default=3000)
     train.add_argument("--addon-steps", type=int, default=1500)
     train.add_argument("--lora-steps", type=int, default=500)
+    train.add_argument("--data", type=Path, help="real sequences (docs/formats.md) for the DiT, add-on and LoRA stages")
+    train.add_argument("--data-stride", type=int, default=1, help="use every n-th frame of the --data sequences")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--resume", action="store_true", help="continue from the checkpoints under --out")
     train.set_defaults(run=_train)

@@ -147,6 +147,20 @@ def test_pool_rejects_clips_of_the_wrong_length(tmp_path, small_clip, model):
         pool[0]
 
 
+def test_cli_trains_on_a_data_folder(tmp_path, model, capsys):
+    from mirage_env.cli import main
+
+    clip = sample_clip(0, ClipConfig(frames=SegmentData().clip_frames(4), scenes=4), SEED)
+    write_sequence(tmp_path / "data" / "seq", clip, "png")
+    model.vae.save_pretrained(tmp_path / "vae")
+    main(["train", "tiny", "--data", str(tmp_path / "data"), "--vae", str(tmp_path / "vae"), "--out",
+          str(tmp_path / "out"), "--dit-steps", "0", "--addon-steps", "1", "--lora-steps", "0"])
+    assert (tmp_path / "out" / "weights").is_dir() and '"addon"' in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["train", "vae", "--data", str(tmp_path / "data")])
+    assert "--data trains the DiT" in capsys.readouterr().err
+
+
 def damage(folder, problem):
     """Break a written sequence folder in one way."""
     geometry = dict(np.load(folder / "geometry.npz"))

@@ -4,7 +4,9 @@
 save it (diffusers layout) under ``OUT/vae``.
 ``tiny``: the whole tiny world model: the VAE (or ``--vae DIR``), then the DiT (stage ``dit``, the tiny model's
 pre-training), the memory branch (Mirage stage 1) and LoRA (stage 2), saved under ``OUT/weights`` in the layout
-``from_preset("tiny", weights_dir=...)`` reads.
+``from_preset("tiny", weights_dir=...)`` reads. With ``--data DIR`` the DiT, add-on and LoRA stages train on the
+real sequences under DIR (:mod:`mirage_env.train.real_data`) instead of the simulator; the VAE (when not given
+with ``--vae``) still trains on simulator clips.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from diffusers import AutoencoderKLWan
 from mirage_env.models import from_preset
 from mirage_env.models.presets import build_vae, load_preset
 from mirage_env.models.wan import WanWorldModel
-from mirage_env.train.clips import ClipConfig
+from mirage_env.train.clips import ClipConfig, ClipSource
+from mirage_env.train.real_data import RealClips
 from mirage_env.train.segments import SegmentData, SegmentPool, flow_loss_fn
 from mirage_env.train.stages import prepare_stage
 from mirage_env.train.trainer import TrainConfig, Trainer
@@ -56,12 +59,14 @@ def train_vae(out: Path, steps: int, seed: int = 0, resume: bool = False, progre
 
 
 def train_world_model(out: Path, vae_dir: Path, steps: dict[str, int], seed: int = 0, resume: bool = False,
-                      progress: bool = True, data: SegmentData = SegmentData(), lr: float = 3e-4) -> dict:
-    """Stages ``dit``, ``addon`` and ``lora`` of the tiny world model on top of a trained VAE."""
+                      progress: bool = True, data: SegmentData = SegmentData(), lr: float = 3e-4,
+                      clips: ClipSource | None = None) -> dict:
+    """Stages ``dit``, ``addon`` and ``lora`` of the tiny world model on top of a trained VAE, on ``clips``
+    (default: the simulator)."""
     vae = AutoencoderKLWan.from_pretrained(vae_dir, local_files_only=True)
     base = from_preset("tiny", seed=seed)
     model = WanWorldModel(base.preset, vae, base.transformer)
-    pool = SegmentPool(model, data, WorldConfig(), seed)
+    pool = SegmentPool(model, data, WorldConfig(), seed, clips)
     summary = {}
     for stage, count in steps.items():
         if count <= 0:
@@ -81,12 +86,18 @@ def train_world_model(out: Path, vae_dir: Path, steps: dict[str, int], seed: int
 def run_recipe(args: argparse.Namespace) -> dict:
     """Run the recipe named by ``mirage-env train`` arguments; prints and returns the summary."""
     summary = {}
+    clips = None
+    if args.data is not None:  # checked before any training
+        if args.recipe != "tiny":
+            raise ValueError("--data trains the DiT, add-on and LoRA stages (recipe tiny); the VAE uses the simulator")
+        frames = SegmentData().clip_frames(load_preset("tiny").temporal_stride)
+        clips = RealClips(args.data, frames, WorldConfig().image_hw, stride=args.data_stride, seed=args.seed)
     vae_dir = args.vae
     if vae_dir is None:
         summary["vae"] = train_vae(args.out, args.vae_steps, args.seed, args.resume)
         vae_dir = args.out / "vae"
     if args.recipe == "tiny":
         steps = {"dit": args.dit_steps, "addon": args.addon_steps, "lora": args.lora_steps}
-        summary.update(train_world_model(args.out, vae_dir, steps, args.seed, args.resume))
+        summary.update(train_world_model(args.out, vae_dir, steps, args.seed, args.resume, clips=clips))
     print(json.dumps(summary, indent=2))
     return summary
