@@ -22,7 +22,7 @@ FAST = {"num_steps": 1, "max_episode_steps": 2}
 
 @pytest.fixture(scope="module", autouse=True)
 def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)  # a new Ray, not a running one
     yield
     ray.shutdown()
 
@@ -56,6 +56,11 @@ def test_ray_vector_env_matches_the_local_envs_for_the_same_seed_and_actions(mem
         assert env.single_observation_space == gym.spaces.Box(0, 255, (64, 64, 3), np.uint8)
         assert env.metadata["autoreset_mode"] == gym.vector.AutoresetMode.NEXT_STEP
         remote = transitions(env, actions, 7, mask)
+        bad = actions[0].copy()
+        bad[2, 0] = np.nan  # the last env's, in the second actor
+        with pytest.raises(ValueError):
+            env.step(bad)
+        assert env.step(actions[0])[-1]["frame_index"].tolist() == [4, 4, 4]  # no world moved on the bad step
     finally:
         env.close()
     local = [transitions(CameraVectorEnv(num_envs=hi - lo, model=memory_model, **FAST), [a[lo:hi] for a in actions],

@@ -23,18 +23,21 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import ray
-from ray.actor import ActorHandle
 from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space, concatenate, create_empty_array, iterate
+from ray.actor import ActorHandle
 
 from mirage_env.distributed.actor import default_num_gpus, start_world_actors
 from mirage_env.distributed.batches import env_ranges, merge_infos
-from mirage_env.envs.core import check_render_mode
+from mirage_env.envs.actions import make_actions
+from mirage_env.envs.core import EnvConfig, check_render_mode
 from mirage_env.envs.vector_env import _reset_mask, _seeds
 from mirage_env.models import WorldModel
 
 
 class RayVectorEnv(gym.vector.VectorEnv):
+    """``num_envs`` camera envs in ``num_actors`` world actors (see the module docstring)."""
+
     def __init__(self, num_envs: int = 1, num_actors: int = 1, max_episode_steps: int | None = None,
                  autoreset_mode: str | AutoresetMode = AutoresetMode.NEXT_STEP, render_mode: str | None = None,
                  model: WorldModel | None = None, num_cpus: float = 1.0, num_gpus: float | None = None,
@@ -42,6 +45,8 @@ class RayVectorEnv(gym.vector.VectorEnv):
         self.actors: list[ActorHandle] = []  # closing works even when __init__ fails
         self.ranges = env_ranges(num_envs, num_actors)
         check_render_mode(render_mode)
+        settings = EnvConfig(**config)  # bad settings fail here, before any actor starts
+        self._action_map = make_actions(settings.action_mode, settings.scale())
         num_gpus = default_num_gpus() if num_gpus is None else num_gpus
         env_kwargs = {"max_episode_steps": max_episode_steps, "autoreset_mode": autoreset_mode,
                       "render_mode": render_mode, "device": "cuda" if num_gpus else "cpu", **config}
@@ -78,6 +83,8 @@ class RayVectorEnv(gym.vector.VectorEnv):
         actions = list(iterate(self.action_space, actions))
         if len(actions) != self.num_envs:
             raise ValueError(f"expected actions for {self.num_envs} envs, got {len(actions)}")
+        for action in actions:  # a bad action raises here, before any actor moves its worlds (as locally)
+            self._action_map.velocity(action)
         results = ray.get([actor.step.remote(actions[lo:hi]) for actor, (lo, hi) in zip(self.actors, self.ranges)])
         self._obs = [obs for obs, *_ in results]
         rewards, terminated, truncated = (np.concatenate([r[j] for r in results]) for j in (1, 2, 3))
