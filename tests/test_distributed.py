@@ -34,6 +34,11 @@ def transitions(env: gym.vector.VectorEnv, actions: list[np.ndarray], seed: int,
     return out + [env.reset(options={"reset_mask": mask})]
 
 
+def layout(infos: dict) -> dict:
+    """Keys, dtypes and shapes of vector infos (nested dicts included)."""
+    return {k: layout(v) if isinstance(v, dict) else (v.dtype, v.shape) for k, v in infos.items()}
+
+
 def assert_same_infos(a: dict, b: dict) -> None:
     assert a.keys() == b.keys()
     for key in a:
@@ -75,6 +80,7 @@ def test_ray_vector_env_matches_the_local_envs_for_the_same_seed_and_actions(mem
     for got, want in zip(remote, whole):
         assert np.abs(got[0].astype(int) - want[0]).max() <= 2
         assert all(np.array_equal(a, b) for a, b in zip(got[1:-1], want[1:-1]))  # rewards, terminated, truncated
+        assert layout(got[-1]) == layout(want[-1])  # merged infos are laid out as the local vector env's
         assert np.array_equal(got[-1]["pose"], want[-1]["pose"])
         assert np.array_equal(got[-1]["memory_voxels"], want[-1]["memory_voxels"])
 
