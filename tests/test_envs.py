@@ -25,33 +25,12 @@ from mirage_env.envs.collision import memory_segment_is_free
 from mirage_env.geometry.camera import intrinsics_from_fov
 from mirage_env.geometry.camera_files import CameraSequence, save_geometry_npz
 from mirage_env.geometry.poses import euler_from_rotation
-from mirage_env.models import from_preset
 from mirage_env.sim import Scene, render
 from mirage_env.world import InitialView
 
 FAST = {"num_steps": 1}
 CAMERA, KEYS = ENV_IDS
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def memory_model():
-    """The tiny preset with a random (not zero) memory-branch output: the untrained branch has no effect, so the
-    camera would not change the frames (see test_an_action_changes_the_next_frame...)."""
-    model = from_preset("tiny", seed=0)
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for name, module in model.branch.named_modules():
-            if name.endswith("proj_out"):
-                module.weight.copy_(torch.randn(module.weight.shape, generator=generator) * 0.05)
-    return model
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make(env_id: str = CAMERA, **kwargs) -> gym.Env:

@@ -1,0 +1,28 @@
+"""Fixtures shared by several test modules."""
+
+import pytest
+import torch
+
+from mirage_env.models import from_preset
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Torch on one thread for the module (the envs are small; frames compared across processes match)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def memory_model():
+    """The tiny preset with a random (not zero) memory-branch output: the untrained branch has no effect, so the
+    camera would not change the frames (see test_envs.test_an_action_changes_the_next_frame...)."""
+    model = from_preset("tiny", seed=0)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, module in model.branch.named_modules():
+            if name.endswith("proj_out"):
+                module.weight.copy_(torch.randn(module.weight.shape, generator=generator) * 0.05)
+    return model
