@@ -20,6 +20,8 @@ constexpr int kChunk = 64;
 constexpr int64_t kPrefetchPoints = 4096 / 12;
 // Per-thread z-buffers merged by min at the end, instead of atomics, while a buffer has at most this many pixels.
 constexpr int64_t kPrivateMaxPixels = int64_t(1) << 18;  // 2 MiB of keys per thread
+// Index of the low 32-bit word of an int64 in memory.
+constexpr int kLowWord = __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__ ? 0 : 1;
 
 // The splat loop is compiled for AVX-512, AVX2 and baseline x86-64, and the loader picks the clone that the CPU
 // runs (an ifunc), so one portable wheel uses the wide vectors where they exist. All clones give identical bits:
@@ -47,7 +49,7 @@ inline void atomic_min(int64_t* target, int64_t key) {
 MIRAGE_CLONES void splat_range(const ZbufferArgs& a, int64_t begin, int64_t end, int64_t* zbuf, bool shared) {
   alignas(64) float x[kChunk], y[kChunk], z[kChunk], padded[3 * kChunk];
   alignas(64) int32_t offset[kChunk];
-  alignas(64) int64_t key[kChunk];
+  alignas(64) uint32_t key_words[2 * kChunk];  // the int64 keys as 32-bit halves, in memory order
   const int32_t h = static_cast<int32_t>(a.h), w = static_cast<int32_t>(a.w);
   const int32_t spread = a.h * a.w >= kChunk ? kChunk - 1 : 0;
   for (int64_t first = begin; first < end; first += kChunk) {
@@ -69,19 +71,25 @@ MIRAGE_CLONES void splat_range(const ZbufferArgs& a, int64_t begin, int64_t end,
       float cam[16];  // a local copy: GCC otherwise reloads (masked) camera entries inside the vector loop
       for (int i = 0; i < 16; ++i) cam[i] = a.cameras[16 * c + i];
       // Branch-free, so it vectorises. A point not drawn gets kEmptyKey, which min leaves unchanged, at offset k
-      // (not 0), so that such points do not chain their loads and stores on one address.
-      for (int64_t k = 0; k < kChunk; ++k) {  // (an int k would not vectorise for SSE2: int -> int64)
+      // (not 0), so that such points do not chain their loads and stores on one address. The key pack_key(zc, i)
+      // is written as its two 32-bit words: 64-bit lanes would keep the baseline (SSE2) clone scalar.
+      for (int64_t k = 0; k < kChunk; ++k) {
         const Pixel p = project(x[k], y[k], z[k], cam, h, w, a.near);
+        uint32_t depth_bits;
+        memcpy(&depth_bits, &p.zc, sizeof depth_bits);
         offset[k] = p.inside ? p.y * w + p.x : (static_cast<int32_t>(k) & spread);
-        key[k] = p.inside ? pack_key(p.zc, first + k) : kEmptyKey;
+        key_words[2 * k + kLowWord] = p.inside ? static_cast<uint32_t>(first + k) : UINT32_MAX;
+        key_words[2 * k + 1 - kLowWord] = p.inside ? depth_bits : uint32_t(INT32_MAX);
       }
       int64_t* plane = zbuf + c * a.h * a.w;
-      if (shared) {
-        for (int k = 0; k < kChunk; ++k) atomic_min(plane + offset[k], key[k]);
-      } else {
-        for (int k = 0; k < kChunk; ++k) {
+      for (int k = 0; k < kChunk; ++k) {
+        int64_t key;
+        memcpy(&key, key_words + 2 * k, sizeof key);
+        if (shared) {
+          atomic_min(plane + offset[k], key);
+        } else {
           const int64_t seen = plane[offset[k]];
-          plane[offset[k]] = key[k] < seen ? key[k] : seen;  // branch-free: wins are unpredictable
+          plane[offset[k]] = key < seen ? key : seen;  // branch-free: wins are unpredictable
         }
       }
     }
