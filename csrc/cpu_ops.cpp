@@ -16,7 +16,7 @@ namespace {
 // separately instead of shuffling whole vectors).
 constexpr int kChunk = 64;
 // Prefetch distance in points (about 4 KiB ahead). The hardware prefetcher alone leaves the loads of each chunk
-// waiting on memory between two bursts of arithmetic; measured on Zen 4 this is worth about 30 %.
+// waiting on memory between two bursts of arithmetic; measured on Zen 4: +10 % with the points in L3, +30 % in DRAM.
 constexpr int64_t kPrefetchPoints = 4096 / 12;
 // Per-thread z-buffers merged by min at the end, instead of atomics, while a buffer has at most this many pixels.
 constexpr int64_t kPrivateMaxPixels = int64_t(1) << 18;  // 2 MiB of keys per thread
@@ -42,6 +42,13 @@ inline void atomic_min(int64_t* target, int64_t key) {
   int64_t seen = __atomic_load_n(target, __ATOMIC_RELAXED);
   while (key < seen && !__atomic_compare_exchange_n(target, &seen, key, true, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
   }
+}
+
+// The k-th int64 key of a chunk, stored as two 32-bit words.
+inline int64_t key_at(const uint32_t* words, int k) {
+  int64_t key;
+  memcpy(&key, words + 2 * k, sizeof key);
+  return key;
 }
 
 // Points [begin, end) into every camera's h * w plane of `zbuf`, which this thread alone writes unless `shared`
@@ -82,13 +89,12 @@ MIRAGE_CLONES void splat_range(const ZbufferArgs& a, int64_t begin, int64_t end,
         key_words[2 * k + 1 - kLowWord] = p.inside ? depth_bits : uint32_t(INT32_MAX);
       }
       int64_t* plane = zbuf + c * a.h * a.w;
-      for (int k = 0; k < kChunk; ++k) {
-        int64_t key;
-        memcpy(&key, key_words + 2 * k, sizeof key);
-        if (shared) {
-          atomic_min(plane + offset[k], key);
-        } else {
-          const int64_t seen = plane[offset[k]];
+      if (shared) {
+        for (int k = 0; k < kChunk; ++k) atomic_min(plane + offset[k], key_at(key_words, k));
+      } else {
+#pragma GCC unroll 8  // the loop is a handful of instructions: its own add, compare and jump cost ~5 %
+        for (int k = 0; k < kChunk; ++k) {
+          const int64_t key = key_at(key_words, k), seen = plane[offset[k]];
           plane[offset[k]] = key < seen ? key : seen;  // branch-free: wins are unpredictable
         }
       }
