@@ -15,6 +15,8 @@ namespace {
 // by one. A fixed size lets the compiler unroll the vector loops fully (with 16 or 32, GCC 12 loads each coordinate
 // separately instead of shuffling whole vectors).
 constexpr int kChunk = 64;
+// Points per block handed to a thread (about 200 KB of input).
+constexpr int64_t kBlock = 256 * kChunk;
 // Prefetch distance in points (about 4 KiB ahead). The hardware prefetcher alone leaves the loads of each chunk
 // waiting on memory between two bursts of arithmetic; measured on Zen 4: +10 % with the points in L3, +30 % in DRAM.
 constexpr int64_t kPrefetchPoints = 4096 / 12;
@@ -140,13 +142,15 @@ void CpuOps::project_zbuffer(const ZbufferArgs& a, int num_threads) {
 #pragma omp for schedule(static)
       for (int64_t k = 0; k < size; ++k) a.out[k] = kEmptyKey;
     }
-    // A contiguous range of whole chunks per thread.
-    const int64_t chunks = (a.n + kChunk - 1) / kChunk;
-    const int64_t begin = std::min(a.n, chunks * thread / team * kChunk);
-    const int64_t end = std::min(a.n, chunks * (thread + 1) / team * kChunk);
-    if (large) splat_range_large(a, begin, end); else if (begin < end) splat_range(a, begin, end, zbuf, !owned);
+    // Blocks of points are handed out as threads ask for them, so that a thread the OS leaves waiting (a busy
+    // machine) does not hold the others back. min is order independent: any assignment gives the same keys.
+    const int64_t blocks = (a.n + kBlock - 1) / kBlock;
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t block = 0; block < blocks; ++block) {
+      const int64_t begin = block * kBlock, end = std::min(a.n, begin + kBlock);
+      if (large) splat_range_large(a, begin, end); else splat_range(a, begin, end, zbuf, !owned);
+    }
     if (private_copies && team > 1) {
-#pragma omp barrier
 #pragma omp for schedule(static)
       for (int64_t k = 0; k < size; ++k) {
         int64_t best = a.out[k];
