@@ -12,6 +12,7 @@ import ctypes
 import gc
 import json
 import platform
+import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -65,12 +66,13 @@ def measure(fn: Callable[[], Any], device: torch.device) -> tuple[float, int, An
 
 def best_of(fn: Callable[[], Any], repeat: int, device: torch.device,
             warmup: bool = True) -> tuple[dict[str, float], Any]:
-    """Fastest time (ms) and smallest peak (bytes) over ``repeat`` calls, after one untimed call if ``warmup``;
-    and the last result."""
+    """Fastest time (ms), median time (ms) and smallest peak (bytes) over ``repeat`` calls, after one untimed call if
+    ``warmup``; and the last result."""
     if warmup:
         fn()
     runs = [measure(fn, device) for _ in range(repeat)]
-    stats = {"ms": min(r[0] for r in runs), "peak_bytes": min(r[1] for r in runs), "runs": len(runs)}
+    stats = {"ms": min(r[0] for r in runs), "median_ms": statistics.median(r[0] for r in runs),
+             "peak_bytes": min(r[1] for r in runs), "runs": len(runs)}
     return stats, runs[-1][2]
 
 

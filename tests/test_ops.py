@@ -55,6 +55,19 @@ def test_project_zbuffer_backends_agree_exactly(n):
         assert torch.equal(got, expected), name
 
 
+@pytest.mark.parametrize("n, hw", [(200, (20, 28)), (5_000, (20, 28)), (5_000, (520, 520))])
+def test_project_zbuffer_cpu_paths_agree_exactly(n, hw):
+    # the CPU kernel's paths at 2 threads: z-buffers shared through atomic min (fewer points than pixels, or more
+    # than 2**18 pixels), per-thread private z-buffers merged by min (many points, small image); n is not a multiple
+    # of the 64-point chunk, so the padded last chunk runs too
+    points, cameras, _ = random_scene(n, seed=n, hw=hw)
+    results = run_all_backends("project_zbuffer", points, cameras, *hw, 0.01)
+    expected = results.pop("reference")
+    assert int((expected != EMPTY_KEY).sum()) > 0
+    for name, got in results.items():
+        assert torch.equal(got, expected), name
+
+
 def brute_force_winners(points, camera, h, w, near):
     """Nearest point per pixel by a Python loop over points (ties -> lowest index)."""
     zc, px, py, inside = reference._project(points, camera, h, w, near)
