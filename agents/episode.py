@@ -14,30 +14,13 @@ from typing import Any
 import numpy as np
 
 from agents.policies import make_policy
-from agents.tasks import EPISODE_STEPS, TASKS, make_env, step_degrees
+from agents.tasks import EPISODE_STEPS, TASKS, env_overrides, env_parser, make_env, step_degrees
 from mirage_env.envs.rollout import RolloutSpec, run_rollout
-
-
-def env_parser() -> argparse.ArgumentParser:
-    """Env options shared by the agent commands (defaults: :data:`agents.tasks.ENV_DEFAULTS`)."""
-    parser = argparse.ArgumentParser(add_help=False)
-    parser.add_argument("--task", choices=sorted(TASKS), default="exploration")
-    parser.add_argument("--kind", choices=("indoor", "outdoor", "any"), default=None,
-                        help="simulator scenes (default: outdoor)")
-    parser.add_argument("--voxel-size", type=float, default=None, help="memory voxel size in metres (default 0.2)")
-    parser.add_argument("--num-steps", type=int, default=None, help="denoising steps per segment (default 4)")
-    parser.add_argument("--weights-dir", default=None, help="world-model weights (default: the tiny preset's)")
-    return parser
-
-
-def env_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    """The env keyword arguments that the options of :func:`env_parser` set (None: the task's default)."""
-    world = None if args.voxel_size is None else {"voxel_size": args.voxel_size}
-    return {"scene_kind": args.kind, "world": world, "num_steps": args.num_steps, "weights_dir": args.weights_dir}
 
 
 def episode_parser(description: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=description, parents=[env_parser()])
+    parser.add_argument("--task", choices=sorted(TASKS), default="exploration")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument("--seed", type=int, default=0, help="scene, start pose (and goal) and policy seed")
     parser.add_argument("--steps", type=int, default=EPISODE_STEPS, help="env steps (the goal task may end sooner)")

@@ -18,6 +18,7 @@ held-out seeds ``HELD_OUT_START + k``; training resets with seeds below ``HELD_O
 
 from __future__ import annotations
 
+import argparse
 from typing import Any
 
 import gymnasium as gym
@@ -73,3 +74,20 @@ def step_degrees(env: gym.Env | gym.vector.VectorEnv) -> float:
 def make_env(task: str, **overrides: Any) -> CameraEnv:
     """The single env of ``task`` (no time limit: the caller chooses the number of steps)."""
     return CameraEnv(**env_kwargs(task, **overrides))
+
+
+def env_parser() -> argparse.ArgumentParser:
+    """Env options shared by the agent commands (defaults: :data:`ENV_DEFAULTS` and the env's own)."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--kind", choices=("indoor", "outdoor", "any"), default=None,
+                        help="simulator scenes (default: outdoor)")
+    parser.add_argument("--voxel-size", type=float, default=None, help="memory voxel size in metres (default 0.2)")
+    parser.add_argument("--num-steps", type=int, default=None, help="denoising steps per segment (default 4)")
+    parser.add_argument("--weights-dir", default=None, help="world-model weights (default: the tiny preset's)")
+    return parser
+
+
+def env_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The env keyword arguments that the options of :func:`env_parser` set (None: the task's default)."""
+    world = None if args.voxel_size is None else {"voxel_size": args.voxel_size}
+    return {"scene_kind": args.kind, "world": world, "num_steps": args.num_steps, "weights_dir": args.weights_dir}
