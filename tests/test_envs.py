@@ -329,7 +329,7 @@ def test_latent_observations_of_the_vector_env_with_same_step_autoreset_and_part
     obs, _, _, truncated, info = envs.step(actions)
     assert not truncated.any() and np.array_equal(obs, info["latent"])
     obs, _, _, truncated, info = envs.step(actions)  # the time limit: both worlds end and restart
-    assert truncated.all() and np.array_equal(info["final_obs"], info["final_info"]["latent"])
+    assert truncated.all() and np.array_equal(np.stack(info["final_obs"]), info["final_info"]["latent"])
     assert info["frame_index"].tolist() == [0, 0] and np.array_equal(obs, info["latent"])
     kept = envs.step(actions)[0][0]
     obs, info = envs.reset(options={"reset_mask": np.array([False, True])})

@@ -43,7 +43,7 @@ class LatentVectorObservation(gym.vector.VectorWrapper):
     """:class:`LatentObservation` for the batched vector env: observations are ``infos["latent"]`` [N, C, h, w].
 
     Worlds left out of a partial reset keep their last latent. In ``SAME_STEP`` autoreset mode
-    ``infos["final_obs"]`` becomes the final latent of the worlds that ended.
+    ``infos["final_obs"]`` (an object array, as in Gymnasium) holds the final latent of each world that ended.
     """
 
     def __init__(self, env: gym.vector.VectorEnv) -> None:
@@ -63,6 +63,9 @@ class LatentVectorObservation(gym.vector.VectorWrapper):
 
     def step(self, actions):
         _, rewards, terminated, truncated, infos = self.env.step(actions)
-        if "final_obs" in infos:  # zeros for the worlds that did not end, as for any batched info
-            infos = {**infos, "final_obs": infos["final_info"]["latent"]}
+        if "final_obs" in infos:
+            final = infos["final_obs"].copy()
+            for i in np.flatnonzero(infos["_final_obs"]):
+                final[i] = infos["final_info"]["latent"][i].copy()
+            infos = {**infos, "final_obs": final}
         return self._update(infos), rewards, terminated, truncated, infos
