@@ -40,7 +40,6 @@ class KeyScriptPolicy:
     """Plays a key script in a loop, the same in every world (open loop: ``blocked`` is ignored)."""
 
     def __init__(self, script: str) -> None:
-        self.script = script
         self.actions = np.stack(parse_keys(script))
 
     def reset(self, num_envs: int, seed: int | None = None) -> None:
@@ -78,14 +77,6 @@ class LawnMowerPolicy:
         self.arc = np.zeros(num_envs, np.int64)  # steps left of a U-turn
         self.side = np.ones(num_envs, np.int64)  # 1: turn right, -1: left
 
-    def _mirror(self, action: np.ndarray, side: int) -> np.ndarray:
-        """``action`` (turning right) for ``side``: left turns swap key 2 for key 1."""
-        if side > 0:
-            return action
-        mirrored = action.copy()
-        mirrored[2] = 3 - action[2] if action[2] else 0
-        return mirrored
-
     def act(self, obs: Any, blocked: np.ndarray) -> np.ndarray:
         return np.stack([self._act_one(i, bool(b)) for i, b in enumerate(blocked)])
 
@@ -94,17 +85,26 @@ class LawnMowerPolicy:
             self.spin[i], self.arc[i], self.walked[i] = self.quarter, 0, 0
         if self.spin[i]:
             self.spin[i] -= 1
-            return self._mirror(self.right, self.side[i])
+            return _mirror(self.right, self.side[i])
         if not self.arc[i] and self.walked[i] >= self.leg:
             self.arc[i] = self.half
         if self.arc[i]:
             self.arc[i] -= 1
-            action = self._mirror(self.forward_right, self.side[i])
+            action = _mirror(self.forward_right, self.side[i])
             if not self.arc[i]:
                 self.side[i], self.walked[i] = -self.side[i], 0
             return action
         self.walked[i] += 1
         return self.forward
+
+
+def _mirror(action: np.ndarray, side: int) -> np.ndarray:
+    """``action`` (turning right) for ``side`` (1: right, -1: left): left turns swap turn key 2 for 1."""
+    if side > 0:
+        return action
+    mirrored = action.copy()
+    mirrored[2] = 3 - action[2] if action[2] else 0
+    return mirrored
 
 
 SCRIPTED = ("orbit", "loop", "lawnmower")

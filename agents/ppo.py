@@ -40,8 +40,8 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 
 from agents.evaluate import run_evaluation  # noqa: E402
 from agents.network import Agent, PPOPolicy, to_tensors  # noqa: E402
-from agents.tasks import (EPISODE_STEPS, TASKS, check_train_seeds, env_overrides, env_parser, held_out_seeds,  # noqa: E402
-                          make_vec_env)
+from agents.tasks import (EPISODE_STEPS, TASKS, check_train_seeds, env_overrides, env_parser,  # noqa: E402
+                          held_out_seeds, make_vec_env)
 
 CSV_FIELDS = ("global_step", "update", "elapsed_s", "sps", "episodes", "episodic_return", "episodic_length",
               "learning_rate", "value_loss", "policy_loss", "entropy", "approx_kl", "clipfrac", "explained_variance",
@@ -92,11 +92,11 @@ def parse_args(argv: list[str] | None = None) -> Args:
     for field in dataclasses.fields(Args):
         if field.name in env_options:
             continue
-        flag, help = "--" + field.name.replace("_", "-"), field.metadata["help"]
+        flag, text = "--" + field.name.replace("_", "-"), field.metadata["help"]
         if field.type == "bool":
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=field.default, help=help)
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=field.default, help=text)
         else:
-            parser.add_argument(flag, type={"int": int, "float": float, "str": str}[field.type], help=help,
+            parser.add_argument(flag, type={"int": int, "float": float, "str": str}[field.type], help=text,
                                 default=field.default, choices=sorted(TASKS) if field.name == "task" else None)
     return Args(**vars(parser.parse_args(argv)))
 
@@ -104,8 +104,10 @@ def parse_args(argv: list[str] | None = None) -> Args:
 def final_observations(envs: VectorEnv, next_obs, infos: dict):
     """The batch of ``next_obs`` with the final observation of every world that ended in this step."""
     ended = infos.get("_final_obs", np.zeros(envs.num_envs, bool))
-    items = [infos["final_obs"][i] if ended[i] else obs for i, obs in enumerate(iterate(envs.observation_space, next_obs))]
-    return concatenate(envs.single_observation_space, items, create_empty_array(envs.single_observation_space, envs.num_envs))
+    current = iterate(envs.observation_space, next_obs)
+    items = [infos["final_obs"][i] if ended[i] else obs for i, obs in enumerate(current)]
+    space = envs.single_observation_space
+    return concatenate(space, items, create_empty_array(space, envs.num_envs))
 
 
 def save_checkpoint(path: Path, agent: Agent, optimizer: optim.Optimizer, args: Args, progress: dict) -> None:

@@ -24,8 +24,7 @@ from typing import Any
 import gymnasium as gym
 from gymnasium.vector import AutoresetMode
 
-import mirage_env.envs  # noqa: F401  (registers the env ids)
-from mirage_env.envs import CameraEnv, LatentVectorObservation
+from mirage_env.envs import CameraEnv, LatentVectorObservation  # importing mirage_env.envs registers the ids
 
 ENV_ID = "MirageEnv/Keys-v0"
 TASKS = {"exploration": {"reward": "exploration", "obs_mode": "rgb"},

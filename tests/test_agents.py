@@ -12,7 +12,7 @@ from agents import ppo, random_agent, scripted
 from agents.evaluate import evaluate, run_evaluation
 from agents.network import PPOPolicy
 from agents.policies import LawnMowerPolicy, RandomPolicy, make_policy
-from agents.tasks import HELD_OUT_START, check_train_seeds, held_out_seeds
+from agents.tasks import HELD_OUT_START, check_train_seeds, held_out_seeds, make_vec_env
 
 FAST = ["--num-steps", "1", "--no-progress"]
 TINY_PPO = ["--num-envs", "2", "--rollout-steps", "2", "--episode-steps", "2", "--num-steps", "1",
@@ -78,7 +78,8 @@ def test_random_and_scripted_commands_write_a_video_a_sheet_and_metrics(tmp_path
         assert metrics["episode_return"] == pytest.approx(sum(r["reward"] for r in metrics["per_step"]))
         assert metrics["episode_return"] > 0 and metrics["timings_ms_mean"]["total"] > 0
     assert runs["random"]["steps"] == 3 and runs["orbit"]["steps"] == 2
-    assert runs["lawnmower"]["env"]["scene_kind"] == "outdoor" and runs["lawnmower"]["env"]["world"]["voxel_size"] == 0.2
+    env = runs["lawnmower"]["env"]
+    assert env["scene_kind"] == "outdoor" and env["world"]["voxel_size"] == 0.2 and env["reward"] == "exploration"
 
 
 # ---------------------------------------------------------------------- evaluation
@@ -127,6 +128,17 @@ def test_ppo_update_checkpoint_and_resume(trained):
         rows = list(csv.DictReader(f))
     assert [int(r["global_step"]) for r in rows] == [4, 8] and all(float(r["sps"]) > 0 for r in rows)
     assert all(r["episodic_return"] and float(r["episodic_return"]) > 0 for r in rows)  # 2-step episodes ended
+
+
+def test_a_time_limit_bootstraps_from_the_final_observation_not_the_reset_one():
+    envs = make_vec_env("goal", 2, episode_steps=1, num_steps=1)
+    envs.reset(seed=0)
+    obs, _, _, truncated, infos = envs.step(np.zeros((2, 4), np.int64))
+    final = ppo.final_observations(envs, obs, infos)
+    assert truncated.all() and set(final) == set(obs)
+    for i in range(2):
+        assert all(np.array_equal(final[key][i], infos["final_obs"][i][key]) for key in obs)
+        assert not np.array_equal(final["pose"][i], obs["pose"][i])  # the reset went to a new scene
 
 
 @pytest.mark.parametrize("options", [["--task", "goal"], ["--latent-obs"]])
