@@ -19,9 +19,10 @@ from gymnasium.vector import AutoresetMode
 
 import mirage_env.envs
 from mirage_env.cli import main
-from mirage_env.envs import ENV_IDS, CameraVectorEnv, LatentObservation
+from mirage_env.envs import ENV_IDS, CameraVectorEnv, LatentObservation, LatentVectorObservation
 from mirage_env.envs.actions import parse_keys
 from mirage_env.envs.collision import memory_segment_is_free
+from mirage_env.envs.rollout import RolloutSpec, run_rollout
 from mirage_env.geometry.camera import intrinsics_from_fov
 from mirage_env.geometry.camera_files import CameraSequence, save_geometry_npz
 from mirage_env.geometry.poses import euler_from_rotation
@@ -295,6 +296,39 @@ def test_latent_observations_and_frame_stacking():
     obs = stacked.step(FORWARD_RIGHT)[0]
     assert obs.shape == (3, 64, 64, 3) and np.array_equal(obs[:2], first[:2])  # padded with the reset frame
     assert not np.array_equal(obs[2], obs[1])
+
+
+def test_latent_observations_of_the_vector_env_with_same_step_autoreset_and_partial_resets():
+    envs = LatentVectorObservation(gym.make_vec(KEYS, num_envs=2, max_episode_steps=2,
+                                                autoreset_mode=AutoresetMode.SAME_STEP, **FAST))
+    assert envs.observation_space.shape == (2, 16, 8, 8) and envs.single_observation_space.shape == (16, 8, 8)
+    obs, info = envs.reset(seed=0)
+    assert obs.dtype == np.float32 and np.array_equal(obs, info["latent"]) and obs in envs.observation_space
+    actions = np.array([[1, 0, 2, 0], [0, 0, 1, 0]])
+    obs, _, _, truncated, info = envs.step(actions)
+    assert not truncated.any() and np.array_equal(obs, info["latent"])
+    obs, _, _, truncated, info = envs.step(actions)  # the time limit: both worlds end and restart
+    assert truncated.all() and np.array_equal(np.stack(info["final_obs"]), info["final_info"]["latent"])
+    assert info["frame_index"].tolist() == [0, 0] and np.array_equal(obs, info["latent"])
+    kept = envs.step(actions)[0][0]
+    obs, info = envs.reset(options={"reset_mask": np.array([False, True])})
+    assert np.array_equal(obs[0], kept) and np.array_equal(obs[1], info["latent"][1])
+
+
+def test_rollout_with_a_policy_drive_acts_on_the_last_observation(tmp_path):
+    seen = []
+
+    def policy(obs, info):
+        seen.append((obs.copy(), info["frame_index"]))
+        return np.array([1, 0, 2, 0])
+
+    env = mirage_env.envs.CameraEnv(action_mode="keys", **FAST)
+    spec = RolloutSpec(drive="policy", steps=3, out=str(tmp_path / "p.mp4"), progress=False)
+    metrics = run_rollout(env, spec, policy)
+    assert [frame for _, frame in seen] == [0, 4, 8] and metrics["steps"] == 3  # the info of the step before
+    assert np.array_equal(seen[0][0], env.core.slot(0).start.view.image.numpy())  # first: the reset observation
+    with pytest.raises(ValueError, match="policy"):
+        run_rollout(env, RolloutSpec(drive="random", out=str(tmp_path / "r.mp4")), policy)
 
 
 def test_record_video(tmp_path):

@@ -11,9 +11,9 @@ from mirage_env.envs.core import EnvConfig
 from mirage_env.envs.model_cache import clear_model_cache, shared_model
 from mirage_env.envs.registration import ENV_IDS, register_envs
 from mirage_env.envs.vector_env import CameraVectorEnv
-from mirage_env.envs.wrappers import LatentObservation
+from mirage_env.envs.wrappers import LatentObservation, LatentVectorObservation
 
 register_envs()
 
-__all__ = ["ENV_IDS", "CameraEnv", "CameraVectorEnv", "EnvConfig", "LatentObservation", "clear_model_cache",
-           "register_envs", "shared_model"]
+__all__ = ["ENV_IDS", "CameraEnv", "CameraVectorEnv", "EnvConfig", "LatentObservation", "LatentVectorObservation",
+           "clear_model_cache", "register_envs", "shared_model"]

@@ -2,8 +2,9 @@
 
 Drives: ``loop`` (walk forward turning right where the scene allows, then back the same way to the start),
 ``orbit`` (circle a point 0.5 m ahead, looking at it), ``file`` (the poses of a ``geometry.npz``, starting from its
-first frame), ``keys`` (a key script, see :mod:`mirage_env.envs.actions`) and ``random`` (a seeded random agent).
-Pose drives move the camera along given poses (no collision check); action drives go through ``step``.
+first frame), ``keys`` (a key script, see :mod:`mirage_env.envs.actions`), ``random`` (a seeded random agent) and
+``policy`` (a closed-loop policy ``(obs, info) -> action`` given to :func:`run_rollout`, e.g. the agents of
+``agents/``). Pose drives move the camera along given poses (no collision check); action drives go through ``step``.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,7 +28,7 @@ from mirage_env.geometry.trajectories import orbit
 from mirage_env.memory_demo import pan_path
 from mirage_env.video import contact_sheet, write_png, write_video
 
-DRIVES = ("loop", "orbit", "file", "keys", "random")
+DRIVES = ("loop", "orbit", "file", "keys", "random", "policy")
 STAGES = ("read", "denoise", "decode", "depth", "discard", "write", "total")
 
 
@@ -55,6 +57,7 @@ class RolloutSpec:
 
 
 Step = Callable[[CameraEnv], tuple]
+Policy = Callable[[Any, dict], Any]
 
 
 def _pose_steps(poses: torch.Tensor, frames_per_step: int) -> list[Step]:
@@ -68,6 +71,18 @@ def _action_steps(actions: list) -> list[Step]:
     return [lambda env, a=a: env.step(a) for a in actions]
 
 
+def _policy_steps(policy: Policy, first: tuple, n: int) -> list[Step]:
+    """``n`` steps, each acting on the observation and info of the step before (the reset's for the first)."""
+    last = {"obs": first[0], "info": first[1]}
+
+    def step(env: CameraEnv) -> tuple:
+        result = env.step(policy(last["obs"], last["info"]))
+        last["obs"], last["info"] = result[0], result[-1]
+        return result
+
+    return [step] * n
+
+
 def orbit_path(start: torch.Tensor, n: int, radius: float = 0.5) -> torch.Tensor:
     """``n`` poses circling a point ``radius`` ahead of ``start`` (level), beginning at ``start``'s position."""
     forward = start[:3, 2].clone()
@@ -78,8 +93,10 @@ def orbit_path(start: torch.Tensor, n: int, radius: float = 0.5) -> torch.Tensor
     return orbit(center.tolist(), radius, n, start_deg=start_deg)
 
 
-def plan(env: CameraEnv, spec: RolloutSpec) -> tuple[tuple, list[Step]]:
+def plan(env: CameraEnv, spec: RolloutSpec, policy: Policy | None = None) -> tuple[tuple, list[Step]]:
     """Reset ``env`` for ``spec`` and list its steps; returns ((obs, info) of the reset, steps)."""
+    if (spec.drive == "policy") != (policy is not None):
+        raise ValueError("drive 'policy' needs a policy, and only that drive takes one")
     f = env.frames_per_step
     if spec.drive == "file":
         poses = load_geometry_npz(spec.poses_file).poses_c2w
@@ -87,6 +104,8 @@ def plan(env: CameraEnv, spec: RolloutSpec) -> tuple[tuple, list[Step]]:
     first = env.reset(seed=spec.seed)
     if spec.drive == "keys":
         return first, _action_steps(parse_keys(spec.keys))
+    if spec.drive == "policy":
+        return first, _policy_steps(policy, first, spec.steps)
     if spec.drive == "random":
         env.action_space.seed(spec.seed)
         return first, _action_steps([env.action_space.sample() for _ in range(spec.steps)])
@@ -107,9 +126,10 @@ def _record(info: dict, reward: float) -> dict:
             "timings_ms": {s: getattr(info["timings_ms"], s) for s in STAGES}}
 
 
-def run_rollout(env: CameraEnv, spec: RolloutSpec) -> dict:
-    """Run ``spec`` on ``env``; write the video, ``<out>.png`` and ``<out>.json``; return the metrics."""
-    (_, info), steps = plan(env, spec)
+def run_rollout(env: CameraEnv, spec: RolloutSpec, policy: Policy | None = None) -> dict:
+    """Run ``spec`` on ``env`` (``policy`` for drive ``policy``); write the video, ``<out>.png`` and
+    ``<out>.json``; return the metrics."""
+    (_, info), steps = plan(env, spec, policy)
     frames = [info["frames"][:1]]
     records: list[dict] = []
     started = time.perf_counter()

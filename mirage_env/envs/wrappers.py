@@ -9,6 +9,13 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
+from gymnasium.vector.utils import batch_space
+
+
+def latent_space(env: gym.Env | gym.vector.VectorEnv) -> spaces.Box:
+    """The space of one world's latent observation: float32 [C, h, w]."""
+    core = env.unwrapped.core
+    return spaces.Box(-np.inf, np.inf, (core.model.latent_channels, *core.world.latent_hw), np.float32)
 
 
 class LatentObservation(gym.Wrapper):
@@ -21,9 +28,7 @@ class LatentObservation(gym.Wrapper):
 
     def __init__(self, env: gym.Env) -> None:
         super().__init__(env)
-        core = env.unwrapped.core
-        shape = (core.model.latent_channels, *core.world.latent_hw)
-        self.observation_space = spaces.Box(-np.inf, np.inf, shape, np.float32)
+        self.observation_space = latent_space(env)
 
     def reset(self, **kwargs):
         _, info = self.env.reset(**kwargs)
@@ -32,3 +37,35 @@ class LatentObservation(gym.Wrapper):
     def step(self, action):
         _, reward, terminated, truncated, info = self.env.step(action)
         return info["latent"].copy(), reward, terminated, truncated, info
+
+
+class LatentVectorObservation(gym.vector.VectorWrapper):
+    """:class:`LatentObservation` for the batched vector env: observations are ``infos["latent"]`` [N, C, h, w].
+
+    Worlds left out of a partial reset keep their last latent. In ``SAME_STEP`` autoreset mode
+    ``infos["final_obs"]`` (an object array, as in Gymnasium) holds the final latent of each world that ended.
+    """
+
+    def __init__(self, env: gym.vector.VectorEnv) -> None:
+        super().__init__(env)
+        self.single_observation_space = latent_space(env)
+        self.observation_space = batch_space(self.single_observation_space, env.num_envs)
+        self._latent = np.zeros(self.observation_space.shape, np.float32)
+
+    def _update(self, infos: dict) -> np.ndarray:
+        mask = infos["_latent"]
+        self._latent[mask] = infos["latent"][mask]
+        return self._latent.copy()
+
+    def reset(self, **kwargs):
+        _, infos = self.env.reset(**kwargs)
+        return self._update(infos), infos
+
+    def step(self, actions):
+        _, rewards, terminated, truncated, infos = self.env.step(actions)
+        if "final_obs" in infos:
+            final = infos["final_obs"].copy()
+            for i in np.flatnonzero(infos["_final_obs"]):
+                final[i] = infos["final_info"]["latent"][i].copy()
+            infos = {**infos, "final_obs": final}
+        return self._update(infos), rewards, terminated, truncated, infos
