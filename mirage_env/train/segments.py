@@ -11,7 +11,7 @@ simulator by default, or real sequences (:mod:`mirage_env.train.real_data`), all
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -25,13 +25,19 @@ from mirage_env.world.world import segment_request
 
 @dataclass(frozen=True)
 class SegmentData:
-    """Clip length in latent frames (``1 + latents`` pixel-frame groups), target length and batch size."""
+    """Clip length in latent frames (``1 + latents`` pixel-frame groups), target length and batch size.
+
+    ``reference_dropout``: the probability that a sample is shown without its retrieved references, so that the
+    model learns to take what the memory shows from the memory rather than from a reference that happens to
+    contain it (references still come with the other samples, as at inference).
+    """
 
     latents: int = 8
     max_target: int = 2
     pool: int = 256
     batch_size: int = 4
     scenes: int = 400
+    reference_dropout: float = 0.5
 
     def clip_frames(self, temporal_stride: int) -> int:
         """Pixel frames per clip: ``1 + temporal_stride * latents``."""
@@ -92,7 +98,12 @@ def flow_loss_fn(model: WanWorldModel, pool: SegmentPool):
 
     def loss(step: int, generator: torch.Generator) -> torch.Tensor:
         picks = torch.randint(pool.data.pool, (pool.data.batch_size,), generator=generator)
-        losses = [model.training_loss(*pool[int(i)], generator) for i in picks]
+        drops = torch.rand(pool.data.batch_size, generator=generator) < pool.data.reference_dropout
+        losses = []
+        for i, drop in zip(picks.tolist(), drops.tolist()):
+            request, target = pool[i]
+            losses.append(model.training_loss(replace(request, references=None) if drop else request, target,
+                                              generator))
         return torch.stack(losses).mean()
 
     return loss

@@ -153,3 +153,16 @@ class Trainer:
         bar.close()
         self.module.eval()
         return rows
+
+
+def log_summary(out_dir: str | Path) -> dict:
+    """Steps, first and final logged loss and training seconds over all runs (resumes included) of the metrics
+    log in ``out_dir``; each run's ``seconds`` restart at 0, so the summary adds up every run's last value."""
+    with (Path(out_dir) / "metrics.csv").open(newline="") as handle:
+        rows = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(handle)]
+    if not rows:
+        raise ValueError(f"{out_dir}/metrics.csv has no rows")
+    seconds = sum(a["seconds"] for a, b in zip(rows, rows[1:]) if b["seconds"] < a["seconds"]) + rows[-1]["seconds"]
+    return {"steps": int(rows[-1]["step"]), "first_loss": rows[0]["loss"], "final_loss": rows[-1]["loss"],
+            "seconds": round(seconds, 2)}
+

@@ -1,7 +1,9 @@
 """Train the tiny preset's ``AutoencoderKLWan`` on simulator clips, measure its PSNR, set its latent statistics.
 
-Loss: L1 + MSE on the reconstruction of short causal clips (1 + 4k frames) plus a small KL term. Training and
-held-out clips come from disjoint scene seeds. After training, ``latents_mean`` / ``latents_std`` are measured on
+Two phases, as Wan trains its VAE (images first, then video): the first ``image_steps`` steps reconstruct single
+frames (the causal VAE's first-frame path, cheap, many scenes per step), the rest short causal clips (1 + 4k
+frames). Loss: L1 + MSE on the reconstruction plus a small KL term. Training and held-out clips come from disjoint
+scene seeds. After training, ``latents_mean`` / ``latents_std`` are measured on
 training clips and written into the VAE config, so the world model sees normalised latents as with Wan2.2.
 """
 
@@ -20,11 +22,15 @@ HELD_OUT_FIRST_SCENE = 100_000
 
 @dataclass(frozen=True)
 class VaeData:
-    """Clips for VAE training: ``frames`` per clip (1 + 4k), a pool of pre-rendered clips reused in order."""
+    """VAE training data: ``image_steps`` steps of ``image_batch_size`` single frames (a pool of ``image_pool``),
+    then batches of ``batch_size`` clips of ``frames`` frames (1 + 4k, a pool of ``pool``)."""
 
     frames: int = 5
     pool: int = 512
     batch_size: int = 8
+    image_steps: int = 0
+    image_pool: int = 2048
+    image_batch_size: int = 16
     scenes: int = 400
     kl_weight: float = 1e-6
 
@@ -48,11 +54,17 @@ class ClipPool:
         return frames_to_unit(torch.stack([self[int(i)] for i in picks]))
 
 
-def vae_loss_fn(vae: AutoencoderKLWan, pool: ClipPool, data: VaeData):
-    """A :data:`~mirage_env.train.trainer.LossFn` for the VAE."""
+def vae_loss_fn(vae: AutoencoderKLWan, pool: ClipPool, data: VaeData, images: ClipPool | None = None):
+    """A :data:`~mirage_env.train.trainer.LossFn` for the VAE (``images``: the single-frame pool of the first
+    ``data.image_steps`` steps)."""
+    if data.image_steps and images is None:
+        raise ValueError("image_steps > 0 needs a pool of single frames")
 
     def loss(step: int, generator: torch.Generator) -> torch.Tensor:
-        video = pool.batch(generator, data.batch_size)
+        if step < data.image_steps:
+            video = images.batch(generator, data.image_batch_size)
+        else:
+            video = pool.batch(generator, data.batch_size)
         posterior = vae.encode(video).latent_dist
         z = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=generator)
         reconstruction = vae.decode(z).sample
