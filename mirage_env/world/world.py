@@ -64,6 +64,7 @@ class WorldConfig:
     discard: DiscardConfig = field(default_factory=DiscardConfig)
     memory: str = "latent"
     zero_memory: bool = False  # ablation: the model is shown an empty memory read (the memory still runs)
+    observed_weight: float = 16.0  # fusion weight of observed frames (the reset view); generated frames weigh 1
 
     def __post_init__(self) -> None:
         if self.memory not in MEMORY_KINDS:
@@ -72,6 +73,8 @@ class WorldConfig:
             raise ValueError("latents_per_step and num_steps must be >= 1, preceding and references >= 0")
         if self.fps <= 0 or self.keyframes < 1:
             raise ValueError("fps must be > 0 and keyframes >= 1")
+        if not self.observed_weight >= 1:
+            raise ValueError(f"observed_weight must be >= 1, got {self.observed_weight}")
 
     @classmethod
     def mirage_chunks(cls, **overrides) -> WorldConfig:
@@ -245,7 +248,7 @@ class World:
                        KeyframeStore(self.config.keyframes), depth or MemoryDepth())
         self._write(state, latent, view.depth[None].float(), pose[None],
                     None if view.dynamic_mask is None else view.dynamic_mask[None], frame_indices=[0],
-                    frames=to_unit(view.image)[None])
+                    frames=to_unit(view.image)[None], weight=self.config.observed_weight)
         self._states[index] = state
 
     def reset_in_scene(self, index: int, scene: Scene, pose: torch.Tensor, seed: int) -> InitialView:
@@ -359,9 +362,10 @@ class World:
 
     def _write(self, state: _State, latents: torch.Tensor, depth: torch.Tensor, poses: torch.Tensor,
                dynamic_mask: torch.Tensor | None, frame_indices: Sequence[int],
-               timings: StepTimings | None = None, frames: torch.Tensor | None = None) -> DiscardStats:
+               timings: StepTimings | None = None, frames: torch.Tensor | None = None,
+               weight: float = 1.0) -> DiscardStats:
         """Discard dynamic content, write latents [C, k, h, w] (the RGB cache: ``frames`` [k, 3, H, W]) with pixel
-        depth [k, H, W], record keyframes."""
+        depth [k, H, W] and fusion ``weight``, record keyframes."""
         timings = timings or StepTimings()
         k = latents.shape[1]
         K = state.K.expand(k, 3, 3)
@@ -377,8 +381,9 @@ class World:
             if rgb:
                 state.memory.write(frames, depth.nan_to_num(posinf=0.0), K, poses, keep_mask=result.keep_mask)
             else:
+                confidence = torch.full(result.keep_mask.shape, weight)
                 state.memory.write(latents.permute(1, 0, 2, 3), result.cell_depth, K_latent, poses,
-                                   keep_mask=result.keep_mask)
+                                   keep_mask=result.keep_mask, confidence=confidence)
             points = backproject_depth(result.cell_depth, K_latent, poses)
             for j in range(k):
                 keys = pack_voxel_keys(voxel_coords(points[j][result.keep_mask[j]], self.config.voxel_size))

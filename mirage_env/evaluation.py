@@ -1,0 +1,76 @@
+"""Frame metrics and the revisit protocol used by the quality benchmarks and the shipped-weights test.
+
+Revisit: in a held-out simulator scene the camera turns away for ``out_steps`` RL steps and comes back along the
+same path, so the last frame is taken at the first frame's pose. Two numbers per episode:
+
+* revisit PSNR / SSIM: the returned frame vs the initial frame (memory consistency);
+* ground-truth PSNR: every generated latent-aligned frame vs the simulator's render at the same pose and time, on the
+  latent cells the memory covered before the frame was generated (agreement with the true scene where the memory
+  had something to say).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from mirage_env.geometry.trajectories import from_velocities, loop_and_return
+from mirage_env.sim import Scene, render
+from mirage_env.world import World
+
+HELD_OUT_FIRST_SCENE = 200_000  # scene seeds from here on are never used for training (training uses < 100_000)
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor | None = None) -> float:
+    """PSNR in dB of uint8 images [..., H, W, 3], over the ``mask`` [..., H, W] pixels when given."""
+    error = (a.float() - b.float()).pow(2).mean(dim=-1) / 255.0**2
+    mse = error.mean() if mask is None else error[mask].mean()
+    return float(-10 * torch.log10(mse.clamp_min(1e-10)))
+
+
+def ssim(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Mean SSIM of uint8 images [..., H, W, 3] (Wang et al. 2004: 7x7 Gaussian window, sigma 1.5, on [0, 1])."""
+    x, y = (t.float().reshape(-1, *t.shape[-3:]).permute(0, 3, 1, 2) / 255.0 for t in (a, b))
+    coords = torch.arange(7, dtype=torch.float32) - 3
+    g = torch.exp(-coords**2 / (2 * 1.5**2))
+    window = (g[:, None] * g[None, :] / g.sum() ** 2).expand(3, 1, 7, 7)
+
+    def blur(t: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(t, window, groups=3)
+
+    mx, my = blur(x), blur(y)
+    vx, vy, cov = blur(x * x) - mx**2, blur(y * y) - my**2, blur(x * y) - mx * my
+    c1, c2 = 0.01**2, 0.03**2
+    value = ((2 * mx * my + c1) * (2 * cov + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2))
+    return float(value.mean())
+
+
+def revisit_episode(world: World, scene_seed: int, out_steps: int = 4, yaw_deg: float = 6.0) -> dict:
+    """Run the revisit protocol in world 0 of ``world`` (batch size 1) in scene ``scene_seed``; returns the
+    episode's metrics and its first and returned frames (uint8 [H, W, 3])."""
+    if world.batch_size != 1:
+        raise ValueError("the revisit protocol runs one world (batch_size=1)")
+    scene = Scene.sample(scene_seed, ("indoor", "outdoor")[scene_seed % 2])
+    pose = scene.start_pose(scene_seed)
+    K, hw = world.default_intrinsics(), world.config.image_hw
+    first = world.reset_in_scene(0, scene, pose, seed=scene_seed)
+    velocity = torch.tensor([[0.0, 0.0, 0.0, math.radians(yaw_deg), 0.0, 0.0]] * world.frames_per_step * out_steps)
+    path = loop_and_return(from_velocities(pose, velocity))[1:]
+    gt_psnr, frame, stride = [], 0, world.model.temporal_stride
+    for poses in path.split(world.frames_per_step):
+        latent_poses = poses[stride - 1::stride]
+        now = world.poses[0][None]  # what the memory shows before generating, as World.step reads it
+        covered = world.condition(0, torch.cat([now, latent_poses]), torch.cat([now, poses])).read.mask[1:]
+        segment = world.step(poses[None])
+        frame += world.frames_per_step
+        times = frame - world.frames_per_step + torch.arange(stride, world.frames_per_step + 1, stride)
+        truth = render(scene, K.expand(len(latent_poses), 3, 3), latent_poses, hw, time=times / world.config.fps)
+        mask = F.interpolate(covered[:, None].float(), size=hw, mode="nearest")[:, 0] > 0
+        if mask.any():
+            gt_psnr.append(psnr(segment.frames[0, stride - 1::stride], truth.rgb, mask))
+    returned = segment.frames[0, -1]
+    return {"scene": scene_seed, "revisit_psnr": psnr(returned, first.image),
+            "revisit_ssim": ssim(returned, first.image),
+            "gt_psnr_covered": sum(gt_psnr) / max(1, len(gt_psnr)), "first": first.image, "returned": returned}
