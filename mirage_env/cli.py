@@ -43,20 +43,27 @@ def _presets() -> dict:
         presets[name] = {"frame_hw": [preset.defaults["height"], preset.defaults["width"]],
                          "latent_channels": preset.latent_channels,
                          "strides": {"temporal": preset.temporal_stride, "spatial": preset.spatial_stride},
-                         "built_in_weights": "random (seeded)" if name == "tiny" else None}
+                         "shipped_weights": _shipped_status(name)}
     return presets
 
 
-def _weights(directories: list[str]) -> dict:
-    """Weight files shipped in the package and, for every ``--weights-dir``, whether it serves each preset."""
-    from importlib import resources
+def _shipped_status(preset_name: str) -> str | None:
+    """Where the package's trained weights for a preset are and whether they are complete (None: none ship)."""
+    from mirage_env.models import MissingWeightsError
+    from mirage_env.models.loading import shipped_weights_dir
 
+    try:
+        root = shipped_weights_dir(preset_name)
+    except MissingWeightsError:
+        return None
+    return f"{root}: {_weights_status(root, preset_name)}"
+
+
+def _weights(directories: list[str]) -> dict:
+    """For every ``--weights-dir``, whether it serves each preset."""
     from mirage_env.models import PRESETS
 
-    packaged = sorted(f.name for f in resources.files("mirage_env").joinpath("data").iterdir()
-                      if f.name.endswith(".safetensors"))
-    return {"packaged": packaged, **{d: {name: _weights_status(Path(d), name) for name in PRESETS}
-                                     for d in directories}}
+    return {d: {name: _weights_status(Path(d), name) for name in PRESETS} for d in directories}
 
 
 def _weights_status(root: Path, preset_name: str) -> str:
@@ -163,6 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", type=Path, default=Path("runs/tiny"))
     train.add_argument("--vae", type=Path, help="a trained VAE folder (skips VAE training)")
     train.add_argument("--vae-steps", type=int, default=3000)
+    train.add_argument("--vae-image-steps", type=int, default=2000, help="of --vae-steps, single-frame steps first")
     train.add_argument("--dit-steps", type=int, default=3000)
     train.add_argument("--addon-steps", type=int, default=1500)
     train.add_argument("--lora-steps", type=int, default=500)

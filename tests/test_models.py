@@ -84,7 +84,7 @@ def test_real_vae_and_addon_layout_on_meta():
 # ---------------------------------------------------------------- tiny preset
 @pytest.fixture(scope="module")
 def model():
-    return from_preset("tiny")
+    return from_preset("tiny", random_init=True)
 
 
 def request(model, batch=1, t=3, refs=0, preceding=0, seed=0, memory_scale=1.0) -> SegmentRequest:
@@ -169,7 +169,7 @@ def test_visibility_latent_is_encoded_once_per_shape(model, monkeypatch):
 
 
 def test_memory_branch_has_no_effect_at_init_and_some_after_one_step():
-    model = from_preset("tiny", seed=1)
+    model = from_preset("tiny", seed=1, random_init=True)
     x, times, context, control = denoiser_inputs(model)
     assert torch.equal(model.transformer(x, times, context, control), model.transformer(x, times, context, None))
     with_memory, without_memory = request(model, seed=2), request(model, seed=2, memory_scale=0.0)
@@ -188,7 +188,7 @@ def test_memory_branch_has_no_effect_at_init_and_some_after_one_step():
 
 
 def test_lora_changes_outputs_only_when_enabled_and_merges(tmp_path):
-    model = from_preset("tiny", seed=2)
+    model = from_preset("tiny", seed=2, random_init=True)
     inputs = denoiser_inputs(model)
     base = model.transformer(*inputs)
     add_lora(model.dit, LoraSettings.from_dict(model.preset.lora))
@@ -206,14 +206,14 @@ def test_lora_changes_outputs_only_when_enabled_and_merges(tmp_path):
     merge_lora(model.dit)
     torch.testing.assert_close(model.transformer(*inputs), enabled, rtol=1e-5, atol=1e-5)
 
-    fresh = from_preset("tiny", seed=2)
+    fresh = from_preset("tiny", seed=2, random_init=True)
     load_lora(fresh.dit, tmp_path)
     assert torch.equal(fresh.transformer(*inputs), enabled)
     assert json.loads((tmp_path / "adapter_config.json").read_text())["r"] == model.preset.lora["rank"]
 
 
 def test_save_and_load_tiny_weights(tmp_path):
-    model = from_preset("tiny", seed=4)
+    model = from_preset("tiny", seed=4, random_init=True)
     add_lora(model.dit, LoraSettings(rank=4, alpha=4))
     with torch.no_grad():
         model.branch.blocks[0].proj_out.weight.normal_(std=0.01)

@@ -19,7 +19,7 @@ HW = (64, 64)
 
 @pytest.fixture(scope="module")
 def model():
-    return from_preset("tiny", seed=0)
+    return from_preset("tiny", seed=0, random_init=True)
 
 
 @pytest.fixture(scope="module")

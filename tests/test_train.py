@@ -101,7 +101,7 @@ def segment_pool():
     from mirage_env.train.segments import SegmentData, SegmentPool
     from mirage_env.world import WorldConfig
 
-    model = from_preset("tiny", seed=0)
+    model = from_preset("tiny", seed=0, random_init=True)
     return SegmentPool(model, SegmentData(latents=4, max_target=2, pool=3, batch_size=2), WorldConfig(), seed=0)
 
 
@@ -120,7 +120,7 @@ def test_a_few_steps_of_each_stage_reduce_the_loss_and_resume(segment_pool, stag
     from mirage_env.train.segments import flow_loss_fn
     from mirage_env.train.stages import prepare_stage
 
-    model = from_preset("tiny", seed=0)
+    model = from_preset("tiny", seed=0, random_init=True)
     trainable = prepare_stage(model, stage)
     assert trainable > 0
     frozen_vae = [p.clone() for p in model.vae.parameters()]
@@ -133,3 +133,17 @@ def test_a_few_steps_of_each_stage_reduce_the_loss_and_resume(segment_pool, stag
                       tmp_path)
     resumed.run(resume=True, progress=False)
     assert resumed.step == 45
+
+
+def test_export_halves_storage_and_loads_back_at_float32(tmp_path):
+    from mirage_env.models import from_preset
+    from mirage_env.train.export import export_weights
+
+    model = from_preset("tiny", seed=3, random_init=True)
+    model.save_pretrained(tmp_path / "full")
+    export_weights(tmp_path / "full", tmp_path / "half")
+    size = {name: sum(f.stat().st_size for f in (tmp_path / name).rglob("*.safetensors")) for name in ("full", "half")}
+    assert size["half"] < 0.55 * size["full"]
+    loaded = from_preset("tiny", weights_dir=tmp_path / "half")
+    for (name, a), b in zip(model.transformer.state_dict().items(), loaded.transformer.state_dict().values()):
+        assert b.dtype == torch.float32 and torch.equal(a.half().float(), b), name

@@ -31,7 +31,7 @@ from mirage_env.distributed.actor import default_num_gpus, start_world_actors
 from mirage_env.distributed.batches import env_ranges, merge_infos
 from mirage_env.envs.actions import make_actions
 from mirage_env.envs.core import EnvConfig, check_render_mode
-from mirage_env.envs.vector_env import _reset_mask, _seeds
+from mirage_env.envs.vector_env import env_seeds, parse_reset_mask
 from mirage_env.models import WorldModel
 
 
@@ -69,8 +69,8 @@ class RayVectorEnv(gym.vector.VectorEnv):
 
     def reset(self, *, seed: int | list[int | None] | None = None, options: dict | None = None):
         options = dict(options or {})
-        mask = _reset_mask(options.pop("reset_mask", None), self.num_envs)
-        seeds = _seeds(seed, self.num_envs)
+        mask = parse_reset_mask(options.pop("reset_mask", None), self.num_envs)
+        seeds = env_seeds(seed, self.num_envs)
         calls = {a: actor.reset.remote(seeds[lo:hi], {**options, "reset_mask": mask[lo:hi]})
                  for a, (actor, (lo, hi)) in enumerate(zip(self.actors, self.ranges)) if mask[lo:hi].any()}
         parts = []

@@ -58,8 +58,8 @@ def _pair(size: int | Sequence[int]) -> tuple[int, int]:
 class EnvConfig:
     """Settings of the camera envs (the keyword arguments of ``gym.make``).
 
-    Model: ``preset``, ``weights_dir`` (None: the preset's built-in weights), ``device``, ``dtype``,
-    ``model_seed``. World: ``image_size`` (frame size, a multiple of the model's spatial stride),
+    Model: ``preset``, ``weights_dir`` (None: the trained weights the preset ships), ``device``, ``dtype``,
+    ``random_weights`` (the tiny preset with random weights drawn from ``model_seed`` instead). World: ``image_size`` (frame size, a multiple of the model's spatial stride),
     ``latents_per_step`` (4 frames each), ``num_steps`` (denoising steps), ``fov_deg``, ``world`` (further
     :class:`WorldConfig` fields). Episode: ``scene_kind`` ("indoor", "outdoor", "any"), ``action_mode``
     ("continuous", "keys"), ``obs_mode`` ("rgb", "dict"), ``obs_size`` (default: ``image_size``), ``reward``
@@ -72,6 +72,7 @@ class EnvConfig:
     device: str = "cpu"
     dtype: str = "float32"
     model_seed: int = 0
+    random_weights: bool = False
     image_size: int | tuple[int, int] = 64
     latents_per_step: int = 1
     num_steps: int = 4
@@ -140,7 +141,8 @@ class CameraWorlds:
     def __init__(self, config: EnvConfig, batch_size: int, model: WorldModel | None = None) -> None:
         self.config = config
         self.model = model if model is not None else shared_model(config.preset, config.weights_dir, config.device,
-                                                                  config.dtype, config.model_seed)
+                                                                  config.dtype, config.model_seed,
+                                                                  config.random_weights)
         self.world = World(self.model, config.world_config(), batch_size)
         self.actions = make_actions(config.action_mode, config.scale())
         self.K = self.world.default_intrinsics()

@@ -24,15 +24,18 @@ _IMPORT_PID = os.getpid()
 
 
 def shared_model(preset: str = "tiny", weights_dir: str | Path | None = None, device: str = "cpu",
-                 dtype: str = "float32", seed: int = 0) -> WorldModel:
-    """The model of preset ``preset`` with ``weights_dir`` (None: the preset's built-in random weights)."""
+                 dtype: str = "float32", seed: int = 0, random_init: bool = False) -> WorldModel:
+    """The model of preset ``preset`` with ``weights_dir`` (None: the preset's shipped weights; ``random_init``:
+    random weights from ``seed``), built once per process and shared."""
     if os.getpid() != _IMPORT_PID:
         torch.set_num_threads(1)
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
-    key = (preset, None if weights_dir is None else str(Path(weights_dir).resolve()), str(device), dtype, seed)
+    key = (preset, None if weights_dir is None else str(Path(weights_dir).resolve()), str(device), dtype, seed,
+           random_init)
     if key not in _MODELS:
-        _MODELS[key] = from_preset(preset, weights_dir, device=device, dtype=DTYPES[dtype], seed=seed)
+        _MODELS[key] = from_preset(preset, weights_dir, device=device, dtype=DTYPES[dtype], seed=seed,
+                                   random_init=random_init)
     return _MODELS[key]
 
 

@@ -58,8 +58,8 @@ class CameraVectorEnv(CopyableEnv, gym.vector.VectorEnv):
     # ------------------------------------------------------------------ reset
     def reset(self, *, seed: int | list[int | None] | None = None, options: dict | None = None):
         options = dict(options or {})
-        mask = _reset_mask(options.pop("reset_mask", None), self.num_envs)
-        seeds = _seeds(seed, self.num_envs)
+        mask = parse_reset_mask(options.pop("reset_mask", None), self.num_envs)
+        seeds = env_seeds(seed, self.num_envs)
         infos: dict = {}
         for i in np.flatnonzero(mask):
             infos = self._add_info(infos, self._reset_world(i, seeds[i], options), i)
@@ -109,7 +109,8 @@ class CameraVectorEnv(CopyableEnv, gym.vector.VectorEnv):
         return tuple(self.core.render(i) for i in range(self.num_envs))
 
 
-def _reset_mask(mask, n: int) -> np.ndarray:
+def parse_reset_mask(mask, n: int) -> np.ndarray:
+    """``options["reset_mask"]`` checked: a bool array [n] selecting the envs to reset (None: all)."""
     if mask is None:
         return np.ones(n, dtype=np.bool_)
     if not isinstance(mask, np.ndarray) or mask.dtype != np.bool_ or mask.shape != (n,):
@@ -119,7 +120,8 @@ def _reset_mask(mask, n: int) -> np.ndarray:
     return mask
 
 
-def _seeds(seed: int | list[int | None] | None, n: int) -> list[int | None]:
+def env_seeds(seed: int | list[int | None] | None, n: int) -> list[int | None]:
+    """Per-env seeds of ``reset(seed=...)``: ``s`` gives env ``i`` the seed ``s + i``; a list is taken as is."""
     if seed is None:
         return [None] * n
     if isinstance(seed, (int, np.integer)):

@@ -1,6 +1,6 @@
 """World-model backends behind one small interface (:mod:`mirage_env.models.interface`).
 
-``from_preset("tiny")`` gives a CPU-sized model with random weights; ``from_preset("wan2.2-ti2v-5b", weights_dir=...)``
+``from_preset("tiny")`` gives the CPU-sized model with the trained weights shipped in the package; ``from_preset("wan2.2-ti2v-5b", weights_dir=...)``
 the real Wan2.2-TI2V-5B + Mirage add-on from local files. Depth providers for new content live in
 :mod:`mirage_env.models.depth`, LoRA helpers in :mod:`mirage_env.models.lora`.
 """

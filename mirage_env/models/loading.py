@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 DIFFUSERS_WEIGHTS = "diffusion_pytorch_model.safetensors"
@@ -84,6 +85,16 @@ def expected_files(root: Path | None, preset_name: str) -> str:
     lines.append("For example: huggingface-cli download Wan-AI/Wan2.2-TI2V-5B-Diffusers --local-dir DIR "
                  "(run it yourself), then put the Mirage addon/ and lora/ folders beside transformer/ and vae/.")
     return "\n".join(lines)
+
+
+def shipped_weights_dir(preset_name: str) -> Path:
+    """The trained weights a preset ships inside the package (``mirage_env/data/<preset>/``, tiny only)."""
+    root = Path(str(resources.files("mirage_env").joinpath("data", preset_name)))
+    if not root.is_dir():
+        raise MissingWeightsError(f"the package has no shipped weights for preset {preset_name!r} (looked in "
+                                  f"{root}); reinstall mirage-env, or pass random_init=True for random weights, or "
+                                  "train them with `mirage-env train tiny`.")
+    return root
 
 
 def check_weights_dir(root: Path, preset_name: str) -> set[str]:

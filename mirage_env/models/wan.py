@@ -27,6 +27,7 @@ from mirage_env.models.loading import (
     MissingWeightsError,
     check_weights_dir,
     expected_files,
+    shipped_weights_dir,
 )
 from mirage_env.models.presets import (
     Preset,
@@ -217,21 +218,27 @@ def _fresh(build, seed: int, dtype: torch.dtype) -> nn.Module:
 
 def from_preset(name: str, weights_dir: str | Path | None = None, device: torch.device | str = "cpu",
                 dtype: torch.dtype = torch.float32, vae_dtype: torch.dtype = torch.float32,
-                seed: int = 0) -> WanWorldModel:
+                seed: int = 0, random_init: bool = False) -> WanWorldModel:
     """Build the ``wan`` backend of preset ``name`` ("tiny" or "wan2.2-ti2v-5b").
 
-    ``weights_dir`` holds the layout described in :mod:`mirage_env.models.loading`. Without it, ``tiny`` gets
-    random weights drawn from ``seed`` (the same model for the same seed) and the real preset raises
-    :class:`MissingWeightsError` listing the expected files. ``dtype`` applies to the DiT and the branch
+    ``weights_dir`` holds the layout described in :mod:`mirage_env.models.loading`. Without it, ``tiny`` loads the
+    trained weights shipped in the package (:func:`~mirage_env.models.loading.shipped_weights_dir`) and the real
+    preset raises :class:`MissingWeightsError` listing the expected files. ``random_init=True`` gives ``tiny``
+    random weights drawn from ``seed`` instead (the same model for the same seed; the starting point of
+    training). ``dtype`` applies to the DiT and the branch
     (bfloat16 suits the real model on a GPU), ``vae_dtype`` to the VAE. A fresh branch copies its blocks from the
     DiT and has zero output projections (no effect until trained). LoRA found in ``lora/`` is loaded, enabled and
     not merged (see :mod:`mirage_env.models.lora`).
     """
     preset = load_preset(name)
     text_encoder, lora_dir, branch = None, None, None
-    if weights_dir is None:
+    if random_init and (name != "tiny" or weights_dir is not None):
+        raise ValueError("random_init is for the tiny preset without weights_dir")
+    if weights_dir is None and not random_init:
         if name != "tiny":
             raise MissingWeightsError(f"preset {name!r} needs weights_dir.\n" + expected_files(None, name))
+        weights_dir = shipped_weights_dir(name)
+    if weights_dir is None:
         dit = _fresh(lambda: build_transformer(preset), seed, dtype)
         vae = _fresh(lambda: build_vae(preset), seed + 1, vae_dtype)
     else:

@@ -25,7 +25,7 @@ from mirage_env.train.clips import ClipConfig, ClipSource
 from mirage_env.train.real_data import RealClips
 from mirage_env.train.segments import SegmentData, SegmentPool, flow_loss_fn
 from mirage_env.train.stages import prepare_stage
-from mirage_env.train.trainer import TrainConfig, Trainer
+from mirage_env.train.trainer import TrainConfig, Trainer, log_summary
 from mirage_env.train.vae import (
     ClipPool,
     VaeData,
@@ -44,16 +44,17 @@ def train_vae(out: Path, steps: int, seed: int = 0, resume: bool = False, progre
         torch.manual_seed(seed)
         vae = build_vae(load_preset("tiny"))
     pool = ClipPool(ClipConfig(frames=data.frames, scenes=data.scenes), data.pool, seed)
+    images = ClipPool(ClipConfig(frames=1, scenes=data.scenes), data.image_pool, seed + 1)
     config = TrainConfig(steps=steps, lr=lr, seed=seed, warmup=min(100, steps // 10 + 1),
                          checkpoint_every=max(1, min(500, steps)))
-    rows = Trainer(vae, vae_loss_fn(vae, pool, data), config, out / "vae_run").run(resume=resume, progress=progress)
+    loss = vae_loss_fn(vae, pool, data, images)
+    Trainer(vae, loss, config, out / "vae_run").run(resume=resume, progress=progress)
     vae.eval()
     set_latent_statistics(vae, pool)
     psnr = reconstruction_psnr(vae, held_out_video(held_out, seed=seed + 1))
     vae.save_pretrained(out / "vae")
-    summary = {"steps": steps, "final_loss": rows[-1]["loss"] if rows else None,
-               "seconds": rows[-1]["seconds"] if rows else None, "held_out_frames": held_out,
-               "psnr_mean": psnr.mean().item(), "psnr_min": psnr.min().item()}
+    summary = {**log_summary(out / "vae_run"), "held_out_frames": held_out, "psnr_mean": psnr.mean().item(),
+               "psnr_min": psnr.min().item()}
     (out / "vae_summary.json").write_text(json.dumps(summary, indent=2))
     return summary
 
@@ -64,7 +65,7 @@ def train_world_model(out: Path, vae_dir: Path, steps: dict[str, int], seed: int
     """Stages ``dit``, ``addon`` and ``lora`` of the tiny world model on top of a trained VAE, on ``clips``
     (default: the simulator)."""
     vae = AutoencoderKLWan.from_pretrained(vae_dir, local_files_only=True)
-    base = from_preset("tiny", seed=seed)
+    base = from_preset("tiny", seed=seed, random_init=True)
     model = WanWorldModel(base.preset, vae, base.transformer)
     pool = SegmentPool(model, data, WorldConfig(), seed, clips)
     summary = {}
@@ -74,9 +75,8 @@ def train_world_model(out: Path, vae_dir: Path, steps: dict[str, int], seed: int
         prepare_stage(model, stage)
         config = TrainConfig(steps=count, lr=lr, seed=seed, warmup=min(100, count // 10 + 1),
                              checkpoint_every=max(1, min(500, count)))
-        rows = Trainer(model, flow_loss_fn(model, pool), config, out / f"{stage}_run").run(resume, progress)
-        summary[stage] = {"steps": count, "first_loss": rows[0]["loss"], "final_loss": rows[-1]["loss"],
-                          "seconds": rows[-1]["seconds"]}
+        Trainer(model, flow_loss_fn(model, pool), config, out / f"{stage}_run").run(resume, progress)
+        summary[stage] = log_summary(out / f"{stage}_run")
     model.requires_grad_(False)
     model.save_pretrained(out / "weights")
     (out / "world_model_summary.json").write_text(json.dumps(summary, indent=2))
@@ -94,7 +94,8 @@ def run_recipe(args: argparse.Namespace) -> dict:
         clips = RealClips(args.data, frames, WorldConfig().image_hw, stride=args.data_stride, seed=args.seed)
     vae_dir = args.vae
     if vae_dir is None:
-        summary["vae"] = train_vae(args.out, args.vae_steps, args.seed, args.resume)
+        data = VaeData(image_steps=min(args.vae_image_steps, args.vae_steps))
+        summary["vae"] = train_vae(args.out, args.vae_steps, args.seed, args.resume, data=data)
         vae_dir = args.out / "vae"
     if args.recipe == "tiny":
         steps = {"dit": args.dit_steps, "addon": args.addon_steps, "lora": args.lora_steps}
