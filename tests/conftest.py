@@ -1,9 +1,16 @@
 """Fixtures shared by several test modules."""
 
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
 from mirage_env.models import from_preset
+
+# The agents/ scripts live beside the package, not in it. Appending the repository root (not prepending) makes
+# them importable while ``mirage_env`` still resolves to the installed package, with its built extension.
+sys.path.append(str(Path(__file__).resolve().parents[1]))
 
 
 @pytest.fixture(scope="module")
