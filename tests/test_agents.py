@@ -19,12 +19,7 @@ TINY_PPO = ["--num-envs", "2", "--rollout-steps", "2", "--episode-steps", "2", "
             "--num-minibatches", "2", "--update-epochs", "1", "--eval-seeds", "0", "--save-every", "1"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
