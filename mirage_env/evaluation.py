@@ -61,9 +61,8 @@ def revisit_episode(world: World, scene_seed: int, out_steps: int = 4, yaw_deg: 
     gt_psnr, frame, stride = [], 0, world.model.temporal_stride
     for poses in path.split(world.frames_per_step):
         latent_poses = poses[stride - 1::stride]
-        now = world.poses[0][None]  # what the memory shows before generating, as World.step reads it
-        covered = world.condition(0, torch.cat([now, latent_poses]), torch.cat([now, poses])).read.mask[1:]
         segment = world.step(poses[None])
+        covered = segment.covered[0]  # what the memory showed before generating
         frame += world.frames_per_step
         times = frame - world.frames_per_step + torch.arange(stride, world.frames_per_step + 1, stride)
         truth = render(scene, K.expand(len(latent_poses), 3, 3), latent_poses, hw, time=times / world.config.fps)

@@ -121,10 +121,15 @@ class Segment:
     frames: torch.Tensor  # uint8 [B, F, H, W, 3], the new frames
     latents: torch.Tensor  # [B, C, k, h, w], the new latents
     poses: torch.Tensor  # [B, F, 4, 4]
-    coverage: torch.Tensor  # [B, k] fraction of each new latent frame the memory covered before generation
+    covered: torch.Tensor  # bool [B, k, h, w], the cells of each new latent frame the memory covered before generation
     references: list[list[int]]  # per world, the frame indices of the keyframes used as references
     discard: list[DiscardStats]
     timings: StepTimings
+
+    @property
+    def coverage(self) -> torch.Tensor:
+        """[B, k] fraction of each new latent frame the memory covered before generation."""
+        return self.covered.float().mean(dim=(2, 3))
 
 
 @dataclass
@@ -347,8 +352,8 @@ class World:
                 depth = state.depth(latent_frames[None], read.depth[1:][None], read.mask[1:][None], cameras)[0]
             discard_stats.append(self.observe(i, new_latents[i], depth, targets[i, 1:], None, last[i], timings,
                                               latent_frames))
-        coverage = torch.stack([c.read.mask[1:].float().mean(dim=(1, 2)) for c in conditions])
-        return Segment(to_uint8(new_frames), new_latents, poses, coverage,
+        covered = torch.stack([c.read.mask[1:] for c in conditions])
+        return Segment(to_uint8(new_frames), new_latents, poses, covered,
                        [c.reference_frames for c in conditions], discard_stats, timings)
 
     def _read(self, state: _State, target_poses: torch.Tensor, frame_poses: torch.Tensor | None) -> MemoryRead:
