@@ -205,9 +205,10 @@ def _surface(frame: _Frame, origin: torch.Tensor, d: torch.Tensor,
     return t_all, normal_all
 
 
-def _shade(scene: Scene, K: torch.Tensor, c2w: torch.Tensor, hw: tuple[int, int],
-           time: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Linear RGB [3, h * w] in [0, 1], depth [h * w] and object ids [h * w] of one camera, one ray per pixel."""
+def _shade(scene: Scene, K: torch.Tensor, c2w: torch.Tensor, hw: tuple[int, int], time: float,
+           colour: bool = True) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
+    """Linear RGB [3, h * w] in [0, 1] (None without ``colour``), depth [h * w] and object ids [h * w] of one
+    camera, one ray per pixel."""
     origins, directions = camera_rays(K, c2w, hw)
     origin, d = origins[0], safe_directions(directions[0]).permute(2, 0, 1).contiguous()  # [3, h, w]
     frame = _frame(scene, time)
@@ -217,14 +218,7 @@ def _shade(scene: Scene, K: torch.Tensor, c2w: torch.Tensor, hw: tuple[int, int]
     d_pix = d[:, pix]
     t, normal = _surface(frame, origin, d_pix, prim[pix])
     obj = frame.prim_object[prim[pix]]
-    tab = scene.tables
-    points = origin[:, None] + t * d_pix - frame.origin[:, obj]
-    color = albedo(points, normal, tab.texture[obj], tab.scale[obj], tab.color_a[:, obj], tab.color_b[:, obj],
-                   tab.seed[obj])
-    lambert = (normal * torch.tensor(scene.light_dir, dtype=torch.float64)[:, None]).sum(0).clamp_min(0.0)
-    zenith, horizon = (torch.tensor(c, dtype=torch.float32)[:, None] for c in (scene.sky_zenith, scene.sky_horizon))
-    rgb = torch.lerp(horizon, zenith, (-d[1] / (d * d).sum(0).sqrt()).clamp(0.0, 1.0).sqrt().to(torch.float32))
-    rgb[:, pix] = color * (scene.ambient + (1.0 - scene.ambient) * lambert).to(torch.float32)
+    rgb = _colour(scene, frame, origin, d, pix, t, normal, obj) if colour else None
     depth = torch.full((len(prim),), math.inf, dtype=torch.float32)
     depth[pix] = t.to(torch.float32)
     object_id = torch.full((len(prim),), -1, dtype=torch.int32)
@@ -232,12 +226,26 @@ def _shade(scene: Scene, K: torch.Tensor, c2w: torch.Tensor, hw: tuple[int, int]
     return rgb, depth, object_id
 
 
+def _colour(scene: Scene, frame: _Frame, origin: torch.Tensor, d: torch.Tensor, pix: torch.Tensor, t: torch.Tensor,
+            normal: torch.Tensor, obj: torch.Tensor) -> torch.Tensor:
+    """Lambert-shaded albedo at the hit pixels ``pix`` (hits at ``t`` along ``d``), the sky gradient elsewhere."""
+    tab = scene.tables
+    points = origin[:, None] + t * d[:, pix] - frame.origin[:, obj]
+    color = albedo(points, normal, tab.texture[obj], tab.scale[obj], tab.color_a[:, obj], tab.color_b[:, obj],
+                   tab.seed[obj])
+    lambert = (normal * torch.tensor(scene.light_dir, dtype=torch.float64)[:, None]).sum(0).clamp_min(0.0)
+    zenith, horizon = (torch.tensor(c, dtype=torch.float32)[:, None] for c in (scene.sky_zenith, scene.sky_horizon))
+    rgb = torch.lerp(horizon, zenith, (-d[1] / (d * d).sum(0).sqrt()).clamp(0.0, 1.0).sqrt().to(torch.float32))
+    rgb[:, pix] = color * (scene.ambient + (1.0 - scene.ambient) * lambert).to(torch.float32)
+    return rgb
+
+
 def _render_camera(scene: Scene, K: torch.Tensor, c2w: torch.Tensor, hw: tuple[int, int], time: float,
                    supersample: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """RGB [h, w, 3] (the mean of ``supersample``^2 rays per pixel), depth [h, w] and object ids [h, w] (at pixel
     centres) of one camera."""
     h, w = hw
-    rgb, depth, object_id = _shade(scene, K, c2w, hw, time)
+    rgb, depth, object_id = _shade(scene, K, c2w, hw, time, colour=supersample == 1)
     if supersample > 1:
         fine = (h * supersample, w * supersample)
         rgb = _shade(scene, scale_intrinsics(K, hw, fine), c2w, fine, time)[0].reshape(3, h, supersample, w, supersample)
