@@ -171,9 +171,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--vae", type=Path, help="a trained VAE folder (skips VAE training)")
     train.add_argument("--vae-steps", type=int, default=2500)
     train.add_argument("--vae-image-steps", type=int, default=2000, help="of --vae-steps, single-frame steps first")
-    train.add_argument("--dit-steps", type=int, default=1500)
-    train.add_argument("--addon-steps", type=int, default=4500)
+    train.add_argument("--dit-steps", type=int, default=9000)
+    train.add_argument("--addon-steps", type=int, default=1500)
     train.add_argument("--lora-steps", type=int, default=500)
+    train.add_argument("--context-noise", type=float, help="largest sigma of the noise mixed into a sample's clean "
+                                                           "context (default: SegmentData's)")
+    train.add_argument("--context-swap", type=float, help="probability that a sample's first and preceding latents "
+                                                          "come from another scene (default: SegmentData's)")
     train.add_argument("--data", type=Path, help="real sequences (docs/formats.md) for the DiT, add-on and LoRA stages")
     train.add_argument("--data-stride", type=int, default=1, help="use every n-th frame of the --data sequences")
     train.add_argument("--seed", type=int, default=0)

@@ -114,6 +114,42 @@ def test_teacher_forced_segments_condition_like_the_world(segment_pool):
     assert any(float(segment_pool[i][0].memory_mask.mean()) > 0 for i in range(3))  # the memory is read
 
 
+def test_context_corruption_noises_only_the_clean_context(segment_pool):
+    from mirage_env.train.segments import corrupt_context
+
+    request, _ = segment_pool[0]
+    assert corrupt_context(request, 0.0, torch.Generator()).first_latent is request.first_latent
+    noised = corrupt_context(request, 1.0, torch.Generator().manual_seed(0))
+    assert noised.memory_features is request.memory_features and noised.memory_mask is request.memory_mask
+    assert abs(float(noised.first_latent.std()) - 1.0) < 0.3  # sigma 1: pure noise
+    assert not torch.allclose(noised.first_latent, request.first_latent)
+
+
+def test_context_swap_shows_another_entrys_first_latent_with_this_entrys_memory(segment_pool):
+    from dataclasses import replace
+
+    from mirage_env.train.segments import flow_loss_fn
+
+    shown = []
+    model = segment_pool.model
+
+    class Recorder:
+        def training_loss(self, request, target, generator):
+            shown.append((request, target))
+            return torch.zeros(())
+
+    swapping = replace(segment_pool.data, context_swap=1.0, context_noise=0.0, reference_dropout=0.0)
+    pool = type(segment_pool)(model, swapping, segment_pool.world, segment_pool.seed)
+    pool.samples = segment_pool.samples  # the same cached entries
+    flow_loss_fn(Recorder(), pool)(0, torch.Generator().manual_seed(0))
+    entries = [pool[i] for i in range(swapping.pool)]
+    for request, target in shown:
+        own = next(r for r, t in entries if t is target)
+        assert request.memory_features is own.memory_features and request.references is own.references
+        assert request.first_latent is not own.first_latent
+        assert any(request.first_latent is r.first_latent for r, _ in entries)
+
+
 @pytest.mark.parametrize("stage", ["addon", "lora", "dit"])
 def test_a_few_steps_of_each_stage_reduce_the_loss_and_resume(segment_pool, stage, tmp_path):
     from mirage_env.models import from_preset

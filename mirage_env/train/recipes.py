@@ -99,6 +99,8 @@ def run_recipe(args: argparse.Namespace) -> dict:
         vae_dir = args.out / "vae"
     if args.recipe == "tiny":
         steps = {"dit": args.dit_steps, "addon": args.addon_steps, "lora": args.lora_steps}
-        summary.update(train_world_model(args.out, vae_dir, steps, args.seed, args.resume, clips=clips))
+        options = {"context_noise": args.context_noise, "context_swap": args.context_swap}
+        data = SegmentData(**{k: v for k, v in options.items() if v is not None})
+        summary.update(train_world_model(args.out, vae_dir, steps, args.seed, args.resume, data=data, clips=clips))
     print(json.dumps(summary, indent=2))
     return summary

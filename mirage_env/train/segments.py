@@ -30,6 +30,17 @@ class SegmentData:
     ``reference_dropout``: the probability that a sample is shown without its retrieved references, so that the
     model learns to take what the memory shows from the memory rather than from a reference that happens to
     contain it (references still come with the other samples, as at inference).
+
+    ``context_noise``: the largest sigma of the noise mixed into the clean context (first latent, preceding and
+    reference latents) of a sample, drawn uniformly per sample. In teacher forcing that context is the true
+    video, at inference it is the model's own output: without the corruption the model learns to copy the first
+    latent and to trust it over the memory (exposure bias).
+
+    ``context_swap``: the probability that a sample's recent context (first latent and preceding latents) comes
+    from another pool entry, another scene, while its memory read and target stay its own. Noise alone leaves the
+    first latent the best guess of the target; a swapped one is plainly wrong where the memory is right, the case
+    of a rollout coming back to what it saw after its own frames drifted, and the model must learn to tell them
+    apart by comparing the two.
     """
 
     latents: int = 8
@@ -38,6 +49,8 @@ class SegmentData:
     batch_size: int = 4
     scenes: int = 400
     reference_dropout: float = 0.5
+    context_noise: float = 0.3
+    context_swap: float = 0.25
 
     def clip_frames(self, temporal_stride: int) -> int:
         """Pixel frames per clip: ``1 + temporal_stride * latents``."""
@@ -93,17 +106,40 @@ class SegmentPool:
         return self.samples[index]
 
 
+def corrupt_context(request: SegmentRequest, sigma: float, generator: torch.Generator) -> SegmentRequest:
+    """The request with its clean context (first latent, preceding, references) moved to noise level ``sigma``
+    along the flow, ``(1 - sigma) x + sigma noise``; the memory read is left as it is."""
+    def noised(x: torch.Tensor | None) -> torch.Tensor | None:
+        if x is None or sigma == 0:
+            return x
+        return (1 - sigma) * x + sigma * torch.randn(x.shape, generator=generator, dtype=x.dtype)
+
+    return replace(request, first_latent=noised(request.first_latent), preceding=noised(request.preceding),
+                   references=noised(request.references))
+
+
 def flow_loss_fn(model: WanWorldModel, pool: SegmentPool):
-    """A :data:`~mirage_env.train.trainer.LossFn`: mean flow-matching loss over a batch of pool segments."""
+    """A :data:`~mirage_env.train.trainer.LossFn`: mean flow-matching loss over a batch of pool segments, with
+    reference dropout and context corruption as :class:`SegmentData` sets them."""
+    data = pool.data
 
     def loss(step: int, generator: torch.Generator) -> torch.Tensor:
-        picks = torch.randint(pool.data.pool, (pool.data.batch_size,), generator=generator)
-        drops = torch.rand(pool.data.batch_size, generator=generator) < pool.data.reference_dropout
+        picks = torch.randint(data.pool, (data.batch_size,), generator=generator)
+        drops = torch.rand(data.batch_size, generator=generator) < data.reference_dropout
+        sigmas = torch.rand(data.batch_size, generator=generator) * data.context_noise
+        swaps = torch.rand(data.batch_size, generator=generator) < data.context_swap
+        donors = (picks + torch.randint(1, max(2, data.pool), (data.batch_size,), generator=generator)) % data.pool
         losses = []
-        for i, drop in zip(picks.tolist(), drops.tolist()):
+        for i, drop, sigma, swap, donor in zip(picks.tolist(), drops.tolist(), sigmas.tolist(), swaps.tolist(),
+                                               donors.tolist()):
             request, target = pool[i]
-            losses.append(model.training_loss(replace(request, references=None) if drop else request, target,
-                                              generator))
+            if drop:
+                request = replace(request, references=None)
+            if swap:
+                other = pool[donor][0]
+                request = replace(request, first_latent=other.first_latent, preceding=other.preceding)
+            request = corrupt_context(request, sigma, generator)
+            losses.append(model.training_loss(request, target, generator))
         return torch.stack(losses).mean()
 
     return loss
