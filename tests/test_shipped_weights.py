@@ -39,7 +39,7 @@ def test_shipped_vae_reconstructs_held_out_frames(model):
     std = torch.tensor(model.vae.config.latents_std)
     assert not torch.equal(std, torch.ones_like(std))  # latent statistics were measured
     psnr = reconstruction_psnr(model.vae, held_out_video(8, seed=1))
-    assert psnr.mean() > 24.0, psnr  # measured 25.4 dB on these 8 frames (random weights: 14.2)
+    assert psnr.mean() > 24.0, psnr  # measured 25.3 dB on these 8 frames (random weights: 14.2)
 
 
 def test_the_memory_lowers_the_teacher_forced_loss(model):
@@ -52,9 +52,11 @@ def test_the_memory_lowers_the_teacher_forced_loss(model):
         with torch.no_grad():
             with_memory.append(model.training_loss(request, target, torch.Generator().manual_seed(i)).item())
             zeroed.append(model.training_loss(blind, target, torch.Generator().manual_seed(i)).item())
-    assert sum(with_memory) < 0.95 * sum(zeroed), (with_memory, zeroed)  # measured 0.85 (random: 1.0)
+    assert sum(with_memory) < 0.6 * sum(zeroed), (with_memory, zeroed)  # measured 0.38 (random: 1.0)
 
 
-def test_revisit_returns_to_the_first_frame(model):
+def test_revisit_returns_to_the_first_frame_thanks_to_the_memory(model):
     row = revisit_episode(World(model, WorldConfig()), HELD_OUT_FIRST_SCENE, out_steps=2)
-    assert row["revisit_psnr"] > 16.0 and row["revisit_ssim"] > 0.3, row  # measured 19.7 dB, 0.50 (random: 11.7, 0.04)
+    assert row["revisit_psnr"] > 16.0 and row["revisit_ssim"] > 0.3, row  # measured 18.4 dB, 0.47 (random: 11.7, 0.04)
+    blind = revisit_episode(World(model, WorldConfig(zero_memory=True)), HELD_OUT_FIRST_SCENE, out_steps=2)
+    assert row["revisit_psnr"] > blind["revisit_psnr"] + 0.5, (row, blind)  # measured 18.4 vs 17.5 dB
