@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from mirage_env.models.interface import SegmentRequest
+from mirage_env.models.sampler import gaussian
 from mirage_env.models.wan import WanWorldModel
 from mirage_env.train.clips import Clip, ClipConfig, ClipSource, SimulatorClips
 from mirage_env.video import to_unit
@@ -37,7 +38,7 @@ class SegmentData:
     latent and to trust it over the memory (exposure bias).
 
     ``context_swap``: the probability that a sample's recent context (first latent and preceding latents) comes
-    from another pool entry, another scene, while its memory read and target stay its own. Noise alone leaves the
+    from another pool entry (nearly always another scene), while its memory read and target stay its own. Noise alone leaves the
     first latent the best guess of the target; a swapped one is plainly wrong where the memory is right, the case
     of a rollout coming back to what it saw after its own frames drifted, and the model must learn to tell them
     apart by comparing the two.
@@ -112,7 +113,7 @@ def corrupt_context(request: SegmentRequest, sigma: float, generator: torch.Gene
     def noised(x: torch.Tensor | None) -> torch.Tensor | None:
         if x is None or sigma == 0:
             return x
-        return (1 - sigma) * x + sigma * torch.randn(x.shape, generator=generator, dtype=x.dtype)
+        return (1 - sigma) * x + sigma * gaussian(tuple(x.shape), generator, x.device).to(x.dtype)
 
     return replace(request, first_latent=noised(request.first_latent), preceding=noised(request.preceding),
                    references=noised(request.references))
