@@ -159,6 +159,8 @@ def test_a_few_steps_of_each_stage_reduce_the_loss_and_resume(segment_pool, stag
     model = from_preset("tiny", seed=0, random_init=True)
     trainable = prepare_stage(model, stage)
     assert trainable > 0
+    branch_trains = all(p.requires_grad for p in model.branch.parameters())
+    assert branch_trains == (stage in ("dit", "addon"))  # the DiT's pre-training includes the branch
     frozen_vae = [p.clone() for p in model.vae.parameters()]
     config = TrainConfig(steps=40, lr=3e-3, warmup=1, log_every=10, checkpoint_every=20)
     trainer = Trainer(model, flow_loss_fn(model, segment_pool), config, tmp_path)
