@@ -26,17 +26,26 @@ def _as_frames(frames) -> np.ndarray:
     return array
 
 
+VIDEO_SUFFIXES = (".mp4", ".gif")
+
+
+def check_video_path(path: str | Path) -> Path:
+    """``path`` as a Path; raises ValueError unless its suffix is a format :func:`write_video` writes."""
+    path = Path(path)
+    if path.suffix.lower() not in VIDEO_SUFFIXES:
+        raise ValueError(f"unsupported video format {path.suffix!r} of {str(path)!r}: use .mp4 or .gif")
+    return path
+
+
 def write_video(path: str | Path, frames, fps: float = 16.0) -> Path:
     """Write uint8 frames [T, H, W, 3] to ``path``; the suffix picks the format (.mp4 or .gif)."""
-    path = Path(path)
+    path = check_video_path(path)
     array = _as_frames(frames)
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix.lower() == ".gif":
         images = [Image.fromarray(f) for f in array]
         images[0].save(path, save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
         return path
-    if path.suffix.lower() != ".mp4":
-        raise ValueError(f"unsupported video format {path.suffix!r}: use .mp4 or .gif")
     import imageio.v2 as imageio
 
     # libx264 with yuv420p needs even sizes: pad by edge replication.

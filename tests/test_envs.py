@@ -329,6 +329,8 @@ def test_rollout_with_a_policy_drive_acts_on_the_last_observation(tmp_path):
     assert np.array_equal(seen[0][0], env.core.slot(0).start.view.image.numpy())  # first: the reset observation
     with pytest.raises(ValueError, match="policy"):
         run_rollout(env, RolloutSpec(drive="random", out=str(tmp_path / "r.mp4")), policy)
+    with pytest.raises(ValueError, match="video format"):  # refused before anything runs
+        RolloutSpec(out=str(tmp_path / "rollout"))
 
 
 def test_record_video(tmp_path):

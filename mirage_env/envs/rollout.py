@@ -26,7 +26,7 @@ from mirage_env.envs.camera_env import CameraEnv
 from mirage_env.geometry.camera_files import load_geometry_npz
 from mirage_env.geometry.trajectories import orbit
 from mirage_env.memory_demo import pan_path
-from mirage_env.video import contact_sheet, write_png, write_video
+from mirage_env.video import check_video_path, contact_sheet, write_png, write_video
 
 DRIVES = ("loop", "orbit", "file", "keys", "random", "policy")
 STAGES = ("read", "denoise", "decode", "depth", "discard", "write", "total")
@@ -54,6 +54,7 @@ class RolloutSpec:
             raise ValueError("drive 'file' needs a geometry.npz")
         if self.steps < 1 or self.video_scale < 1:
             raise ValueError("steps and video_scale must be >= 1")
+        check_video_path(self.out)  # before the rollout runs, not after
 
 
 Step = Callable[[CameraEnv], tuple]
