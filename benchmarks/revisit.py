@@ -58,7 +58,8 @@ def main() -> None:
     print("|---|---:|---:|---:|")
     bound = [r["vae_bound_psnr"] for r in rows_by_mode["latent memory"]]
     results["vae_bound_psnr"] = {"mean": statistics.mean(bound), "std": statistics.pstdev(bound)}
-    for name, r in list(results.items())[:len(MODES)]:
+    for name in MODES:
+        r = results[name]
         cells = " | ".join(f"{r[m]['mean']:.3f} +/- {r[m]['std']:.3f}" if m == "revisit_ssim"
                            else f"{r[m]['mean']:.2f} +/- {r[m]['std']:.2f}" for m in METRICS)
         print(f"| {name} | {cells} |")

@@ -59,7 +59,7 @@ def revisit_episode(world: World, scene_seed: int, out_steps: int = 4, yaw_deg: 
     episode's metrics and its first and returned frames (uint8 [H, W, 3])."""
     if world.batch_size != 1:
         raise ValueError("the revisit protocol runs one world (batch_size=1)")
-    scene = Scene.sample(scene_seed, ("indoor", "outdoor")[scene_seed % 2])
+    scene = Scene.by_seed(scene_seed)
     pose = scene.start_pose(scene_seed)
     K, hw = world.default_intrinsics(), world.config.image_hw
     first = world.reset_in_scene(0, scene, pose, seed=scene_seed)

@@ -83,6 +83,12 @@ class Scene:
 
         return generate(np.random.default_rng(seed), kind, n_movers)
 
+    @staticmethod
+    def by_seed(seed: int) -> Scene:
+        """``Scene.sample(seed, kind)`` with the kind alternating with the seed (even indoor, odd outdoor): the scene
+        numbering of training clips and evaluations."""
+        return Scene.sample(seed, KINDS[seed % 2])
+
     def to_json(self) -> str:
         """JSON text; :meth:`from_json` restores an equal scene (floats round-trip exactly)."""
         return json.dumps(dataclasses.asdict(self))

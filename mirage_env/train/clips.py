@@ -69,7 +69,7 @@ def sample_clip(index: int, config: ClipConfig = ClipConfig(), seed: int = 0) ->
     """The clip with this index (deterministic)."""
     rng = np.random.default_rng((seed, index))
     scene_seed = config.first_scene + int(rng.integers(config.scenes))
-    scene = Scene.sample(scene_seed, ("indoor", "outdoor")[scene_seed % 2])
+    scene = Scene.by_seed(scene_seed)
     poses = camera_path(scene, scene.start_pose(rng), config.frames, rng, config)
     K = intrinsics_from_fov(config.fov_deg, config.hw)
     times = torch.tensor(rng.uniform(0.0, 10.0) + np.arange(config.frames) / config.fps)
