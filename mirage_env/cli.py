@@ -169,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("recipe", choices=("vae", "tiny"), help="vae: the VAE only; tiny: VAE, DiT, add-on, LoRA")
     train.add_argument("--out", type=Path, default=Path("runs/tiny"))
     train.add_argument("--vae", type=Path, help="a trained VAE folder (skips VAE training)")
-    train.add_argument("--vae-steps", type=int, default=2500)
+    train.add_argument("--vae-steps", type=int, default=3500)
     train.add_argument("--vae-image-steps", type=int, default=2000, help="of --vae-steps, single-frame steps first")
     train.add_argument("--dit-steps", type=int, default=9000)
     train.add_argument("--addon-steps", type=int, default=1500)

@@ -19,6 +19,15 @@ def test_clips_are_deterministic_and_revisit_their_start():
     assert not torch.equal(sample_clip(4, config).frames, a.frames)
 
 
+def test_one_way_clips_keep_walking():
+    """The VAE's clips must not return: a 5-frame out-and-back clip ends where it started, and a VAE trained on
+    those learns to decode a latent's frames from the first frame."""
+    poses = [sample_clip(i, ClipConfig(frames=5, scenes=4, returning=False)).poses for i in range(4)]
+    travel = [(p[1:, :3, :] - p[:-1, :3, :]).abs().amax(dim=(1, 2)) for p in poses]
+    assert all(bool((t > 0).all()) for t in travel)  # every frame moves (translation, rotation or both)
+    assert not any(torch.allclose(p[0], p[-1]) for p in poses)
+
+
 class Quadratic(torch.nn.Module):
     def __init__(self):
         super().__init__()

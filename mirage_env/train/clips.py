@@ -45,12 +45,14 @@ class ClipConfig:
     first_scene: int = 0
     max_speed: float = 0.08  # metres per frame
     max_turn_deg: float = 6.0  # degrees per frame
+    returning: bool = True  # the second half of the path walks back towards the start
 
 
 def camera_path(scene: Scene, start: torch.Tensor, frames: int, rng: np.random.Generator,
                 config: ClipConfig) -> torch.Tensor:
-    """Poses [frames, 4, 4]: a random but smooth walk for the first half, then back towards the start."""
-    outbound = frames // 2 + 1
+    """Poses [frames, 4, 4]: a random but smooth walk for the first half, then back towards the start (with
+    ``config.returning``; otherwise the walk goes on for every frame)."""
+    outbound = frames // 2 + 1 if config.returning else frames
     speed = rng.uniform(0.0, config.max_speed)
     turn = math.radians(rng.uniform(-config.max_turn_deg, config.max_turn_deg))
     tilt = math.radians(rng.uniform(-1.0, 1.0))

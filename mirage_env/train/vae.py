@@ -2,7 +2,9 @@
 
 Two phases, as Wan trains its VAE (images first, then video): the first ``image_steps`` steps reconstruct single
 frames (the causal VAE's first-frame path, cheap, many scenes per step), the rest short causal clips (1 + 4k
-frames). Loss: L1 + MSE on the reconstruction plus a small KL term. Training and held-out clips come from disjoint
+frames) along one-way camera walks. (The walks must not return: a 5-frame clip that goes out and back ends where
+it started, and the VAE then learns to decode a latent's frames from the first frame instead of from the latent.)
+Loss: L1 + MSE on the reconstruction plus a small KL term. Training and held-out clips come from disjoint
 scene seeds. After training, ``latents_mean`` / ``latents_std`` are measured on
 training clips and written into the VAE config, so the world model sees normalised latents as with Wan2.2.
 """
@@ -86,8 +88,9 @@ def reconstruction_psnr(vae: AutoencoderKLWan, video: torch.Tensor, batch_size: 
 
 
 def held_out_video(count: int, frames: int = 1, seed: int = 1, hw: tuple[int, int] = (64, 64)) -> torch.Tensor:
-    """``count`` clips of ``frames`` frames from scenes never used in training: [count, 3, frames, H, W]."""
-    config = ClipConfig(hw=hw, frames=frames, first_scene=HELD_OUT_FIRST_SCENE, scenes=10_000)
+    """``count`` clips of ``frames`` frames (one-way camera walks) from scenes never used in training:
+    [count, 3, frames, H, W]."""
+    config = ClipConfig(hw=hw, frames=frames, first_scene=HELD_OUT_FIRST_SCENE, scenes=10_000, returning=False)
     return frames_to_unit(torch.stack([sample_clip(i, config, seed).frames for i in range(count)]))
 
 
