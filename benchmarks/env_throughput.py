@@ -1,12 +1,13 @@
 """Frames per second of the camera envs on the tiny preset: the single env and the batched vector env (N worlds,
 one batched world step) at N = 1, 4, 8, plus Gymnasium's SyncVectorEnv of N single envs for comparison.
 
-    python benchmarks/env_throughput.py                      # 10 timed steps per row after one warm-up step
-    python benchmarks/env_throughput.py --steps 20 --threads 1
+    python benchmarks/env_throughput.py                      # 5 rounds of 5 timed steps per env
+    python benchmarks/env_throughput.py --rounds 9 --threads 1
 
 Random continuous actions in seeded simulator scenes, 64x64, one latent (4 frames) and 4 denoising steps per
 step. frames/s counts generated frames of all envs over wall-clock time (env overhead included); the stage columns
-are the world's own timings (ms per env step). Prints a Markdown table and writes
+are the world's own timings (ms per env step). The envs take turns round by round and each reports its median round,
+so the ratios compare the envs over the same stretch of time on a shared machine. Prints a Markdown table and writes
 benchmarks/results/env_throughput.json.
 """
 
@@ -16,6 +17,7 @@ import argparse
 import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import gymnasium as gym
@@ -39,39 +41,56 @@ def _world_ms(env, info: dict) -> dict[str, float]:
     return {s: sum(getattr(t, s) for t in timings) for s in STAGES}
 
 
-def measure(make, steps: int) -> dict:
-    """Wall-clock and world-stage times of ``steps`` steps (after one warm-up step) of the env ``make()`` builds."""
-    env = make()
-    env.reset(seed=0)
-    env.action_space.seed(0)
-    env.step(env.action_space.sample())
+def _timed_steps(env, steps: int) -> tuple[float, dict[str, float], int]:
+    """Wall seconds and summed world-stage milliseconds of ``steps`` random steps; frames per env step."""
     stages = dict.fromkeys(STAGES, 0.0)
     started = time.perf_counter()
     for _ in range(steps):
         *_, info = env.step(env.action_space.sample())
         for stage, ms in _world_ms(env, info).items():
-            stages[stage] += ms / steps
-    wall = time.perf_counter() - started
-    env.close()
-    num_envs, frames_per_step = getattr(env, "num_envs", 1), info["frames"].shape[-4]
-    return {"num_envs": num_envs, "steps": steps, "ms_per_step": 1e3 * wall / steps,
-            "frames_per_s": num_envs * frames_per_step * steps / wall, "world_ms_per_step": stages}
+            stages[stage] += ms
+    return time.perf_counter() - started, stages, info["frames"].shape[-4]
+
+
+def measure(makers: dict[str, Callable[[], gym.Env]], steps: int, rounds: int) -> dict[str, dict]:
+    """Per env of ``makers``: ``rounds`` rounds of ``steps`` steps, the envs taking turns round by round (after one
+    warm-up step each), so that a slow spell of the machine falls on every env alike. Reports the median round."""
+    envs = {name: make() for name, make in makers.items()}
+    for env in envs.values():
+        env.reset(seed=0)
+        env.action_space.seed(0)
+        env.step(env.action_space.sample())
+    timed: dict[str, list] = {name: [] for name in envs}
+    for _ in range(rounds):
+        for name, env in envs.items():
+            timed[name].append(_timed_steps(env, steps))
+    rows = {}
+    for name, env in envs.items():
+        wall, stages, frames_per_step = sorted(timed[name], key=lambda r: r[0])[rounds // 2]
+        num_envs = getattr(env, "num_envs", 1)
+        rows[name] = {"num_envs": num_envs, "steps": steps, "rounds": rounds, "ms_per_step": 1e3 * wall / steps,
+                      "frames_per_s": num_envs * frames_per_step * steps / wall,
+                      "round_ms_per_step": [1e3 * r[0] / steps for r in timed[name]],
+                      "world_ms_per_step": {s: ms / steps for s, ms in stages.items()}}
+        env.close()
+    return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--steps", type=int, default=5, help="timed steps per env and round")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds; the envs take turns, the median round counts")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--sizes", type=int, nargs="+", default=[1, 4, 8])
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "env_throughput.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    rows = {"single env (gym.make)": measure(lambda: gym.make(ENV_ID, max_episode_steps=None), args.steps)}
+    makers = {"single env (gym.make)": lambda: gym.make(ENV_ID, max_episode_steps=None)}
     for n in args.sizes:
-        rows[f"vector env, N = {n}"] = measure(lambda n=n: gym.make_vec(ENV_ID, num_envs=n), args.steps)
+        makers[f"vector env, N = {n}"] = lambda n=n: gym.make_vec(ENV_ID, num_envs=n)
     n = max(args.sizes)
-    rows[f"SyncVectorEnv, N = {n}"] = measure(
-        lambda: gym.make_vec(ENV_ID, num_envs=n, vectorization_mode="sync"), args.steps)
+    makers[f"SyncVectorEnv, N = {n}"] = lambda: gym.make_vec(ENV_ID, num_envs=n, vectorization_mode="sync")
+    rows = measure(makers, args.steps, args.rounds)
     base = rows[f"vector env, N = {min(args.sizes)}"]["frames_per_s"]
     load = os.getloadavg()[0]
     print(f"tiny preset, 64x64, 4 frames and 4 denoising steps per step, {args.threads} threads, "
