@@ -13,7 +13,7 @@ from mirage_env.geometry import (
     pose_from_euler,
     scale_intrinsics,
 )
-from mirage_env.sim import Box, Capsule, Material, Mover, Path, Plane, Scene, render
+from mirage_env.sim import Box, Capsule, Material, Mover, Path, Plane, Scene, render, render_depth
 from mirage_env.sim.textures import TEXTURES, albedo, seed_offset
 
 HW = (24, 32)
@@ -262,6 +262,15 @@ def test_batched_render_equals_single_renders(outdoor):
         single = render(outdoor, Ks[b], poses[b], HW, float(times[b]))
         assert _same(batch, single, slice(b, b + 1))
     assert render(outdoor, K, poses, HW).rgb.shape == (3, *HW, 3)
+
+
+def test_depth_only_render_is_the_full_renders_depth(indoor, outdoor):
+    for scene in (indoor, outdoor):
+        poses = torch.stack([scene.start_pose(k) for k in range(2)])
+        times = torch.tensor([0.0, 1.5])
+        assert torch.equal(render_depth(scene, K, poses, HW, times), render(scene, K, poses, HW, times).depth)
+    with pytest.raises(ValueError):
+        render_depth(outdoor, K, poses, HW, math.nan)
 
 
 def test_tiled_and_per_primitive_visibility_agree(indoor, outdoor, monkeypatch):

@@ -28,7 +28,7 @@ from typing import Literal, NamedTuple, Protocol
 import torch
 import torch.nn.functional as F
 
-from mirage_env.sim import Scene, render
+from mirage_env.sim import Scene, render_depth
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -190,7 +190,7 @@ class SimulatorDepth:
         if cameras is None:
             raise ValueError("SimulatorDepth needs the cameras of the frames")
         b, t, _, h, w = frames.shape
-        out = render(self.scene, cameras.K.reshape(-1, 3, 3), cameras.c2w.reshape(-1, 4, 4), (h, w),
-                     cameras.time.reshape(-1), supersample=1)
-        depth = torch.where(torch.isfinite(out.depth), out.depth, torch.zeros((), dtype=out.depth.dtype))
+        depth = render_depth(self.scene, cameras.K.reshape(-1, 3, 3), cameras.c2w.reshape(-1, 4, 4), (h, w),
+                             cameras.time.reshape(-1))
+        depth = torch.where(torch.isfinite(depth), depth, torch.zeros((), dtype=depth.dtype))
         return depth.reshape(b, t, h, w).to(frames.device)

@@ -3,8 +3,8 @@ giving RGB, exact z-depth, object ids and masks, and collision queries for camer
 
 from mirage_env.sim.motion import Mover, Path
 from mirage_env.sim.primitives import Box, Capsule, Plane
-from mirage_env.sim.renderer import RenderOutput, render
+from mirage_env.sim.renderer import RenderOutput, render, render_depth
 from mirage_env.sim.scene import Scene
 from mirage_env.sim.textures import Material
 
-__all__ = ["Box", "Capsule", "Material", "Mover", "Path", "Plane", "RenderOutput", "Scene", "render"]
+__all__ = ["Box", "Capsule", "Material", "Mover", "Path", "Plane", "RenderOutput", "Scene", "render", "render_depth"]
