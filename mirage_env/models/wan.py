@@ -22,7 +22,7 @@ from mirage_env.models import lora as lora_ops
 from mirage_env.models.addon import MemoryBranch, build_addon, check_addon
 from mirage_env.models.dit import MirageTransformer
 from mirage_env.models.interface import SegmentRequest
-from mirage_env.models.onednn import route_convolutions_to_onednn
+from mirage_env.models.vae_inference import speed_up_vae_inference
 from mirage_env.models.loading import (
     DIFFUSERS_WEIGHTS,
     MissingWeightsError,
@@ -63,7 +63,7 @@ class WanWorldModel(nn.Module):
                  text_encoder: TextEncoder | None = None) -> None:
         super().__init__()
         self.preset = preset
-        route_convolutions_to_onednn(vae)  # batch-1 decodes would otherwise take PyTorch's slow reference kernel
+        speed_up_vae_inference(vae)  # oneDNN convolutions at batch 1 and a cheaper RMS norm (see the module)
         self.vae = vae
         self.transformer = transformer
         self.text_encoder = text_encoder

@@ -1,0 +1,68 @@
+"""Faster CPU inference for the Wan VAE: oneDNN convolutions whatever the batch, and a cheaper RMS norm.
+
+* Convolutions: PyTorch's CPU dispatch sends a float32 convolution with batch 1 and a small ``N * C * T * H`` (it
+  multiplies the first four sizes only) to its reference im2col kernel (``slow_conv3d_forward`` /
+  ``slow_conv2d_forward``) instead of oneDNN. For the tiny VAE that is every 3-D convolution of a batch-1 decode,
+  and the reference kernel is slower: a single environment decoded at about 0.7x the speed of a batch of two.
+* RMS norm: diffusers' ``WanRMS_norm`` calls ``F.normalize`` over the channel dimension, whose strided
+  ``linalg_vector_norm`` took 8 % of a batched world step; a sum of squares and ``rsqrt`` compute the same
+  normalisation about ten times faster.
+
+:func:`speed_up_vae_inference` swaps the class of those layers for subclasses that take the fast path when it
+applies (CPU, float32, no autograd); everything else, training included, keeps the parent's code.
+"""
+
+from __future__ import annotations
+
+import torch
+from diffusers.models.autoencoders.autoencoder_kl_wan import WanCausalConv3d, WanRMS_norm
+from torch import nn
+
+
+def _fast_path(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    return x.device.type == "cpu" and x.dtype == weight.dtype == torch.float32 and not torch.is_grad_enabled()
+
+
+class _OneDnnInference:
+    """Mixin for ``nn.Conv2d`` / ``nn.Conv3d`` subclasses: oneDNN for CPU float32 inference, else the parent."""
+
+    def _conv_forward(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        if _fast_path(x, weight) and self.padding_mode == "zeros" and not isinstance(self.padding, str):
+            return torch.ops.aten.mkldnn_convolution(x.contiguous(), weight, bias, self.padding, self.stride,
+                                                     self.dilation, self.groups)
+        return super()._conv_forward(x, weight, bias)
+
+
+class OneDnnCausalConv3d(_OneDnnInference, WanCausalConv3d):
+    """``WanCausalConv3d`` computed by oneDNN at inference on CPU."""
+
+
+class OneDnnConv2d(_OneDnnInference, nn.Conv2d):
+    """``nn.Conv2d`` computed by oneDNN at inference on CPU."""
+
+
+class FastRmsNorm(WanRMS_norm):
+    """``WanRMS_norm`` as ``x * rsqrt(max(sum(x^2), eps^2))`` at inference on CPU (``F.normalize``'s eps 1e-12)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not _fast_path(x, self.gamma):
+            return super().forward(x)
+        inverse_norm = x.square().sum(dim=1 if self.channel_first else -1, keepdim=True).clamp_min_(1e-24).rsqrt_()
+        return x * inverse_norm * (self.scale * self.gamma) + self.bias
+
+
+_ROUTED = {WanCausalConv3d: OneDnnCausalConv3d, nn.Conv2d: OneDnnConv2d, WanRMS_norm: FastRmsNorm}
+
+
+def speed_up_vae_inference(module: nn.Module) -> int:
+    """Swap the class of every ``WanCausalConv3d``, ``nn.Conv2d`` (when PyTorch has oneDNN) and ``WanRMS_norm`` in
+    ``module`` for its fast-inference subclass (weights, state dict and pickling are unchanged); returns how many
+    layers were swapped."""
+    routed = _ROUTED if torch.backends.mkldnn.is_available() else {WanRMS_norm: FastRmsNorm}
+    swapped = 0
+    for layer in module.modules():
+        subclass = routed.get(type(layer))
+        if subclass is not None:
+            layer.__class__ = subclass
+            swapped += 1
+    return swapped
