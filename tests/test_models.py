@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 
+from mirage_env.envs import clear_model_cache, shared_model
 from mirage_env.models import (
     MissingWeightsError,
     SegmentRequest,
@@ -210,6 +211,18 @@ def test_lora_changes_outputs_only_when_enabled_and_merges(tmp_path):
     load_lora(fresh.dit, tmp_path)
     assert torch.equal(fresh.transformer(*inputs), enabled)
     assert json.loads((tmp_path / "adapter_config.json").read_text())["r"] == model.preset.lora["rank"]
+
+
+def test_fused_lora_computes_what_the_adapter_computes():
+    separate, fused = from_preset("tiny"), from_preset("tiny", fuse_lora=True)
+    assert all(layer.merged for layer in fused.dit.modules() if hasattr(layer, "merged"))
+    assert not any(layer.merged for layer in separate.dit.modules() if hasattr(layer, "merged"))
+    inputs = denoiser_inputs(separate)
+    with torch.no_grad():
+        torch.testing.assert_close(fused.transformer(*inputs), separate.transformer(*inputs), rtol=1e-4, atol=1e-4)
+    clear_model_cache()
+    assert all(layer.merged for layer in shared_model().dit.modules() if hasattr(layer, "merged"))
+    clear_model_cache()
 
 
 def test_save_and_load_tiny_weights(tmp_path):

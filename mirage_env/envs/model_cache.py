@@ -2,7 +2,7 @@
 
 Building a model takes seconds (and the real preset gigabytes), so envs get theirs from :func:`shared_model`,
 keyed by preset, weights directory, device, dtype and seed. The models are used for inference only and never
-changed by the envs. Processes started by ``fork`` inherit models built before the fork.
+changed by the envs, so their LoRA is fused into the base weights. Processes started by ``fork`` inherit models built before the fork.
 
 Torch's OpenMP threads do not survive ``fork`` (a forked child that runs a parallel region hangs), so envs created
 in a forked child, e.g. workers of an ``"async"`` vector env, switch that child to one thread, as PyTorch's
@@ -35,7 +35,7 @@ def shared_model(preset: str = "tiny", weights_dir: str | Path | None = None, de
            random_init)
     if key not in _MODELS:
         _MODELS[key] = from_preset(preset, weights_dir, device=device, dtype=DTYPES[dtype], seed=seed,
-                                   random_init=random_init)
+                                   random_init=random_init, fuse_lora=True)
     return _MODELS[key]
 
 

@@ -220,7 +220,7 @@ def _fresh(build, seed: int, dtype: torch.dtype) -> nn.Module:
 
 def from_preset(name: str, weights_dir: str | Path | None = None, device: torch.device | str = "cpu",
                 dtype: torch.dtype = torch.float32, vae_dtype: torch.dtype = torch.float32,
-                seed: int = 0, random_init: bool = False) -> WanWorldModel:
+                seed: int = 0, random_init: bool = False, fuse_lora: bool = False) -> WanWorldModel:
     """Build the ``wan`` backend of preset ``name`` ("tiny" or "wan2.2-ti2v-5b").
 
     ``weights_dir`` holds the layout described in :mod:`mirage_env.models.loading`. Without it, ``tiny`` loads the
@@ -229,8 +229,10 @@ def from_preset(name: str, weights_dir: str | Path | None = None, device: torch.
     random weights drawn from ``seed`` instead (the same model for the same seed; the starting point of
     training). ``dtype`` applies to the DiT and the branch
     (bfloat16 suits the real model on a GPU), ``vae_dtype`` to the VAE. A fresh branch copies its blocks from the
-    DiT and has zero output projections (no effect until trained). LoRA found in ``lora/`` is loaded, enabled and
-    not merged (see :mod:`mirage_env.models.lora`).
+    DiT and has zero output projections (no effect until trained). LoRA found in ``lora/`` is loaded and enabled;
+    ``fuse_lora=True`` folds it into the base weights (as diffusers' ``fuse_lora``: inference only, the same outputs
+    up to float rounding, and half the DiT's matrix products at small batches), otherwise it stays separate (see
+    :mod:`mirage_env.models.lora`).
     """
     preset = load_preset(name)
     text_encoder, lora_dir, branch = None, None, None
@@ -265,4 +267,6 @@ def from_preset(name: str, weights_dir: str | Path | None = None, device: torch.
     model = WanWorldModel(preset, vae, MirageTransformer(dit, branch), text_encoder)
     if lora_dir is not None:
         lora_ops.load_lora(model.dit, lora_dir)
+        if fuse_lora:
+            lora_ops.merge_lora(model.dit)
     return model.to(device).eval()
