@@ -2,7 +2,8 @@
 
 Building a model takes seconds (and the real preset gigabytes), so envs get theirs from :func:`shared_model`,
 keyed by preset, weights directory, device, dtype and seed. The models are used for inference only and never
-changed by the envs, so their LoRA is fused into the base weights. Processes started by ``fork`` inherit models built before the fork.
+changed by the envs, so their LoRA is fused into the base weights. Processes started by ``fork`` inherit models
+built before the fork.
 
 Torch's OpenMP threads do not survive ``fork`` (a forked child that runs a parallel region hangs), so envs created
 in a forked child, e.g. workers of an ``"async"`` vector env, switch that child to one thread, as PyTorch's

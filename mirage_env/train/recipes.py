@@ -1,4 +1,4 @@
-"""The documented training recipes (one command each): ``mirage-env train vae|tiny`` (or ``python -m mirage_env.train``).
+"""The documented training recipes, one command each: ``mirage-env train vae|tiny`` (``python -m mirage_env.train``).
 
 ``vae``: train the tiny preset's VAE on simulator clips, set its latent statistics, report held-out PSNR and
 save it (diffusers layout) under ``OUT/vae``.

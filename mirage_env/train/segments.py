@@ -38,10 +38,10 @@ class SegmentData:
     latent and to trust it over the memory (exposure bias).
 
     ``context_swap``: the probability that a sample's recent context (first latent and preceding latents) comes
-    from another pool entry (nearly always another scene), while its memory read and target stay its own. Noise alone leaves the
-    first latent the best guess of the target; a swapped one is plainly wrong where the memory is right, the case
-    of a rollout coming back to what it saw after its own frames drifted, and the model must learn to tell them
-    apart by comparing the two.
+    from another pool entry (nearly always another scene), while its memory read and target stay its own. Noise
+    alone leaves the first latent the best guess of the target; a swapped one is plainly wrong where the memory is
+    right, the case of a rollout coming back to what it saw after its own frames drifted, and the model must learn
+    to tell them apart by comparing the two.
     """
 
     latents: int = 8

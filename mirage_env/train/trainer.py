@@ -76,7 +76,8 @@ class Trainer:
     def save_checkpoint(self) -> None:
         folder = self.checkpoint_dir
         folder.mkdir(parents=True, exist_ok=True)
-        save_file({n: p.detach().contiguous().cpu() for n, p in self.params.items()}, str(folder / "weights.safetensors"))
+        weights = {n: p.detach().contiguous().cpu() for n, p in self.params.items()}
+        save_file(weights, str(folder / "weights.safetensors"))
         moments = {}
         for name, p in self.params.items():
             for key, value in self.optimizer.state.get(p, {}).items():
