@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from mirage_env.evaluation import HELD_OUT_FIRST_SCENE, psnr, revisit_episode
-from mirage_env.geometry import integrate_velocity
+from mirage_env.geometry.trajectories import from_velocities
 from mirage_env.models import from_preset
 from mirage_env.models.loading import shipped_weights_dir
 from mirage_env.sim import Scene, render
@@ -75,10 +75,7 @@ def test_frames_follow_the_camera(model):
         for yaw in (0.1, -0.1):
             world = World(model, WorldConfig())
             world.reset_in_scene(0, scene, start, seed=scene_seed)
-            poses = [start]
-            for _ in range(2 * world.frames_per_step):
-                poses.append(integrate_velocity(poses[-1], torch.tensor([0, 0, 0, yaw, 0, 0], dtype=torch.float64)))
-            path = torch.stack(poses[1:])
+            path = from_velocities(start, torch.tensor([[0, 0, 0, yaw, 0, 0]] * (2 * world.frames_per_step)))[1:]
             for k in range(2):
                 segment = world.step(path[None, k * world.frames_per_step:(k + 1) * world.frames_per_step])
             frames[yaw] = segment.frames[0, -1]

@@ -51,14 +51,15 @@ class FastRmsNorm(WanRMS_norm):
         return x * inverse_norm * (self.scale * self.gamma) + self.bias
 
 
-_ROUTED = {WanCausalConv3d: OneDnnCausalConv3d, nn.Conv2d: OneDnnConv2d, WanRMS_norm: FastRmsNorm}
+_CONVOLUTIONS = {WanCausalConv3d: OneDnnCausalConv3d, nn.Conv2d: OneDnnConv2d}
+_NORMS = {WanRMS_norm: FastRmsNorm}
 
 
 def speed_up_vae_inference(module: nn.Module) -> int:
     """Swap the class of every ``WanCausalConv3d``, ``nn.Conv2d`` (when PyTorch has oneDNN) and ``WanRMS_norm`` in
     ``module`` for its fast-inference subclass (weights, state dict and pickling are unchanged); returns how many
     layers were swapped."""
-    routed = _ROUTED if torch.backends.mkldnn.is_available() else {WanRMS_norm: FastRmsNorm}
+    routed = {**_NORMS, **(_CONVOLUTIONS if torch.backends.mkldnn.is_available() else {})}
     swapped = 0
     for layer in module.modules():
         subclass = routed.get(type(layer))
