@@ -39,6 +39,9 @@ def test_routed_inference_matches_pytorch_dispatch_and_training_is_untouched(bat
     with torch.no_grad():
         torch.testing.assert_close(routed["causal"](video), reference["causal"](video), rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(routed["image"](image), reference["image"](image), rtol=1e-5, atol=1e-5)
+        for cache in (video[:, :, -1:], video[:, :, -2:]):  # a short and a full causal cache from the last chunk
+            torch.testing.assert_close(routed["causal"](video, cache), reference["causal"](video, cache),
+                                       rtol=1e-5, atol=1e-5)
     for layers in (routed, reference):  # with autograd the routed layers take PyTorch's own path: equal gradients
         layers["causal"](video).square().sum().backward()
     assert torch.equal(routed["causal"].weight.grad, reference["causal"].weight.grad)

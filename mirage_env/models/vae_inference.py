@@ -4,9 +4,12 @@
   multiplies the first four sizes only) to its reference im2col kernel (``slow_conv3d_forward`` /
   ``slow_conv2d_forward``) instead of oneDNN. For the tiny VAE that is every 3-D convolution of a batch-1 decode,
   and the reference kernel is slower: a single environment decoded at about 0.7x the speed of a batch of two.
+* Causal padding: diffusers' ``WanCausalConv3d`` zero-pads every input in time and space with ``F.pad`` (a copy of
+  the whole activation) before convolving; here only the causal time padding is materialised and oneDNN pads the
+  borders inside the convolution (the same zeros, the same sums): a decode of 8 worlds about 15 % faster.
 * RMS norm: diffusers' ``WanRMS_norm`` calls ``F.normalize`` over the channel dimension, whose strided
   ``linalg_vector_norm`` took 8 % of a batched world step; a sum of squares and ``rsqrt`` compute the same
-  normalisation about ten times faster.
+  normalisation about ten times faster, scaled in place (one new tensor instead of three).
 
 :func:`speed_up_vae_inference` swaps the class of those layers for subclasses that take the fast path when it
 applies (CPU, float32, no autograd); everything else, training included, keeps the parent's code.
@@ -15,6 +18,7 @@ applies (CPU, float32, no autograd); everything else, training included, keeps t
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from diffusers.models.autoencoders.autoencoder_kl_wan import WanCausalConv3d, WanRMS_norm
 from torch import nn
 
@@ -34,7 +38,20 @@ class _OneDnnInference:
 
 
 class OneDnnCausalConv3d(_OneDnnInference, WanCausalConv3d):
-    """``WanCausalConv3d`` computed by oneDNN at inference on CPU."""
+    """``WanCausalConv3d`` computed by oneDNN at inference on CPU, its spatial zero padding done by the convolution."""
+
+    def forward(self, x: torch.Tensor, cache_x: torch.Tensor | None = None) -> torch.Tensor:
+        if not (_fast_path(x, self.weight) and torch.backends.mkldnn.is_available()):
+            return super().forward(x, cache_x)
+        front = self._padding[4]  # causal: 2 * padding[0] frames before, none after; the cache fills them first
+        if cache_x is not None and front > 0:
+            x = torch.cat([cache_x.to(x.device), x], dim=2)
+            front -= cache_x.shape[2]
+        if front:
+            x = F.pad(x, (0, 0, 0, 0, front, 0))
+        spatial = (0, self._padding[2], self._padding[0])
+        return torch.ops.aten.mkldnn_convolution(x.contiguous(), self.weight, self.bias, spatial, self.stride,
+                                                 self.dilation, self.groups)
 
 
 class OneDnnConv2d(_OneDnnInference, nn.Conv2d):
@@ -48,7 +65,8 @@ class FastRmsNorm(WanRMS_norm):
         if not _fast_path(x, self.gamma):
             return super().forward(x)
         inverse_norm = x.square().sum(dim=1 if self.channel_first else -1, keepdim=True).clamp_min_(1e-24).rsqrt_()
-        return x * inverse_norm * (self.scale * self.gamma) + self.bias
+        out = (x * inverse_norm).mul_(self.scale * self.gamma)
+        return out if isinstance(self.bias, float) and self.bias == 0.0 else out.add_(self.bias)
 
 
 _CONVOLUTIONS = {WanCausalConv3d: OneDnnCausalConv3d, nn.Conv2d: OneDnnConv2d}
