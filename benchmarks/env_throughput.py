@@ -6,9 +6,10 @@ one batched world step) at N = 1, 4, 8, plus Gymnasium's SyncVectorEnv of N sing
 
 Random continuous actions in seeded simulator scenes, 64x64, one latent (4 frames) and 4 denoising steps per
 step. frames/s counts generated frames of all envs over wall-clock time (env overhead included); the stage columns
-are the world's own timings (ms per env step). The envs take turns round by round and each reports its median round,
-so the ratios compare the envs over the same stretch of time on a shared machine. Prints a Markdown table and writes
-benchmarks/results/env_throughput.json.
+are the world's own timings (ms per env step); "model alone" is the speed-up of the model's stages only (denoise +
+decode of N worlds against N times one world's), what batching gains on the model itself. The envs take turns round
+by round and each reports its median round, so the ratios compare the envs over the same stretch of time on a shared
+machine. Prints a Markdown table and writes benchmarks/results/env_throughput.json.
 """
 
 from __future__ import annotations
@@ -52,6 +53,11 @@ def _timed_steps(env, steps: int) -> tuple[float, dict[str, float], int]:
     return time.perf_counter() - started, stages, info["frames"].shape[-4]
 
 
+def _model_ms(row: dict) -> float:
+    """The model's share of a step (denoise + decode, ms), whose batching bounds the env's."""
+    return row["world_ms_per_step"]["denoise"] + row["world_ms_per_step"]["decode"]
+
+
 def measure(makers: dict[str, Callable[[], gym.Env]], steps: int, rounds: int) -> dict[str, dict]:
     """Per env of ``makers``: ``rounds`` rounds of ``steps`` steps, the envs taking turns round by round (after one
     warm-up step each), so that a slow spell of the machine falls on every env alike. Reports the median round."""
@@ -92,17 +98,18 @@ def main() -> None:
     makers[f"SyncVectorEnv, N = {n}"] = lambda: gym.make_vec(ENV_ID, num_envs=n, vectorization_mode="sync")
     rows = measure(makers, args.steps, args.rounds)
     base = rows[f"vector env, N = {min(args.sizes)}"]["frames_per_s"]
+    base_model_ms = _model_ms(rows[f"vector env, N = {min(args.sizes)}"]) / min(args.sizes)
     load = os.getloadavg()[0]
     print(f"tiny preset, 64x64, 4 frames and 4 denoising steps per step, {args.threads} threads, "
           f"{os.cpu_count()} CPUs, load average {load:.1f} at the end")
     print("| env | N | ms per step | model (denoise + decode) | per-world stages (read, depth, discard, write) "
-          "| frames/s | vs vector N = 1 |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+          "| frames/s | vs vector N = 1 | model alone vs vector N = 1 |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for name, r in rows.items():
         ms = r["world_ms_per_step"]
-        print(f"| {name} | {r['num_envs']} | {r['ms_per_step']:.0f} | {ms['denoise'] + ms['decode']:.0f} | "
+        print(f"| {name} | {r['num_envs']} | {r['ms_per_step']:.0f} | {_model_ms(r):.0f} | "
               f"{ms['read'] + ms['depth'] + ms['discard'] + ms['write']:.0f} | {r['frames_per_s']:.1f} | "
-              f"{r['frames_per_s'] / base:.2f}x |")
+              f"{r['frames_per_s'] / base:.2f}x | {r['num_envs'] * base_model_ms / _model_ms(r):.2f}x |")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"threads": args.threads, "cpus": os.cpu_count(), "load_average": load,
                                     "rows": rows}, indent=2))
