@@ -54,7 +54,7 @@ def _timed_steps(env, steps: int) -> tuple[float, dict[str, float], int]:
 
 
 def _model_ms(row: dict) -> float:
-    """The model's share of a step (denoise + decode, ms), whose batching bounds the env's."""
+    """The model's share of a step: denoise + decode, ms."""
     return row["world_ms_per_step"]["denoise"] + row["world_ms_per_step"]["decode"]
 
 

@@ -28,21 +28,11 @@ def _fast_path(x: torch.Tensor, weight: torch.Tensor) -> bool:
     return x.device.type == "cpu" and x.dtype == weight.dtype == torch.float32 and not torch.is_grad_enabled()
 
 
-class _OneDnnInference:
-    """Mixin for ``nn.Conv2d`` / ``nn.Conv3d`` subclasses: oneDNN for CPU float32 inference, else the parent."""
-
-    def _conv_forward(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        if _fast_path(x, weight) and self.padding_mode == "zeros" and not isinstance(self.padding, str):
-            return torch.ops.aten.mkldnn_convolution(x.contiguous(), weight, bias, self.padding, self.stride,
-                                                     self.dilation, self.groups)
-        return super()._conv_forward(x, weight, bias)
-
-
-class OneDnnCausalConv3d(_OneDnnInference, WanCausalConv3d):
+class OneDnnCausalConv3d(WanCausalConv3d):
     """``WanCausalConv3d`` computed by oneDNN at inference on CPU, its spatial zero padding done by the convolution."""
 
     def forward(self, x: torch.Tensor, cache_x: torch.Tensor | None = None) -> torch.Tensor:
-        if not (_fast_path(x, self.weight) and torch.backends.mkldnn.is_available()):
+        if not _fast_path(x, self.weight):
             return super().forward(x, cache_x)
         front = self._padding[4]  # causal: 2 * padding[0] frames before, none after; the cache fills them first
         if cache_x is not None and front > 0:
@@ -55,8 +45,14 @@ class OneDnnCausalConv3d(_OneDnnInference, WanCausalConv3d):
                                                  self.dilation, self.groups)
 
 
-class OneDnnConv2d(_OneDnnInference, nn.Conv2d):
+class OneDnnConv2d(nn.Conv2d):
     """``nn.Conv2d`` computed by oneDNN at inference on CPU."""
+
+    def _conv_forward(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        if _fast_path(x, weight) and self.padding_mode == "zeros" and not isinstance(self.padding, str):
+            return torch.ops.aten.mkldnn_convolution(x.contiguous(), weight, bias, self.padding, self.stride,
+                                                     self.dilation, self.groups)
+        return super()._conv_forward(x, weight, bias)
 
 
 class FastRmsNorm(WanRMS_norm):
