@@ -3,13 +3,16 @@ one batched world step) at N = 1, 4, 8, plus Gymnasium's SyncVectorEnv of N sing
 
     python benchmarks/env_throughput.py                      # 5 rounds of 5 timed steps per env
     python benchmarks/env_throughput.py --rounds 9 --threads 1
+    python benchmarks/env_throughput.py --ray-actors 2       # + RayVectorEnv: N = 8 in 2 actors of one CPU
 
 Random continuous actions in seeded simulator scenes, 64x64, one latent (4 frames) and 4 denoising steps per
 step. frames/s counts generated frames of all envs over wall-clock time (env overhead included); the stage columns
 are the world's own timings (ms per env step); "model alone" is the speed-up of the model's stages only (denoise +
-decode of N worlds against N times one world's), what batching gains on the model itself. The envs take turns round
-by round and each reports its median round, so the ratios compare the envs over the same stretch of time on a shared
-machine. Prints a Markdown table and writes benchmarks/results/env_throughput.json.
+decode of N worlds against N times one world's), what batching gains on the model itself. ``--ray-actors K`` adds
+:class:`~mirage_env.distributed.RayVectorEnv` with the largest N split over K actor processes (batched in each, the
+actors side by side; its stage columns are the actors' mean). The envs take turns round by round and each reports
+its median round, so the ratios compare the envs over the same stretch of time on a shared machine. Prints a
+Markdown table and writes benchmarks/results/env_throughput.json.
 """
 
 from __future__ import annotations
@@ -32,14 +35,18 @@ STAGES = ("read", "denoise", "decode", "depth", "discard", "write", "total")
 
 
 def _world_ms(env, info: dict) -> dict[str, float]:
-    """Stage milliseconds of one step: the batched env reports its one batched step to every world, the others
-    one world step per env."""
+    """Stage milliseconds of one step: the batched env reports its one batched step to every world, the Ray env each
+    actor's batched step to the actor's worlds (the actors run side by side: their mean), the others one world step
+    per env."""
     timings = info["timings_ms"]
+    share = 1
     if not isinstance(timings, np.ndarray):
         timings = [timings]
     elif isinstance(env.unwrapped, CameraVectorEnv):
         timings = timings[:1]
-    return {s: sum(getattr(t, s) for t in timings) for s in STAGES}
+    elif hasattr(env.unwrapped, "ranges"):  # RayVectorEnv: the env ranges of its actors
+        timings, share = [timings[lo] for lo, _ in env.unwrapped.ranges], len(env.unwrapped.ranges)
+    return {s: sum(getattr(t, s) for t in timings) / share for s in STAGES}
 
 
 def _timed_steps(env, steps: int) -> tuple[float, dict[str, float], int]:
@@ -88,6 +95,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="rounds; the envs take turns, the median round counts")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--sizes", type=int, nargs="+", default=[1, 4, 8])
+    parser.add_argument("--ray-actors", type=int, default=0,
+                        help="also time RayVectorEnv, the largest N in this many world actors of one CPU each "
+                             "(needs mirage-env[distributed])")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "env_throughput.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -96,6 +106,13 @@ def main() -> None:
         makers[f"vector env, N = {n}"] = lambda n=n: gym.make_vec(ENV_ID, num_envs=n)
     n = max(args.sizes)
     makers[f"SyncVectorEnv, N = {n}"] = lambda: gym.make_vec(ENV_ID, num_envs=n, vectorization_mode="sync")
+    if args.ray_actors:
+        import ray
+
+        from mirage_env.distributed import RayVectorEnv
+
+        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+        makers[f"RayVectorEnv, N = {n}, {args.ray_actors} actors"] = lambda: RayVectorEnv(n, args.ray_actors)
     rows = measure(makers, args.steps, args.rounds)
     base = rows[f"vector env, N = {min(args.sizes)}"]["frames_per_s"]
     base_model_ms = _model_ms(rows[f"vector env, N = {min(args.sizes)}"]) / min(args.sizes)
