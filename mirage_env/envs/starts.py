@@ -17,6 +17,7 @@ from mirage_env.geometry.camera import scale_intrinsics
 from mirage_env.geometry.camera_files import load_geometry_npz
 from mirage_env.geometry.checks import check_poses
 from mirage_env.sim import Scene, render
+from mirage_env.sim.scene import KINDS
 from mirage_env.world import InitialView
 
 SCENE_KINDS = ("indoor", "outdoor", "any")
@@ -83,7 +84,7 @@ def make_start(options: dict, K: torch.Tensor, hw: tuple[int, int], kind: str, r
     scene = options.get("scene")
     if scene is None:
         if kind == "any":
-            kind = ("indoor", "outdoor")[int(rng.integers(2))]
+            kind = KINDS[int(rng.integers(len(KINDS)))]
         scene = Scene.sample(int(rng.integers(2**31)), kind)
     elif not isinstance(scene, Scene):
         raise ValueError(f"options['scene'] must be a mirage_env.sim.Scene, got {type(scene).__name__}")
