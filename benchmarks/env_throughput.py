@@ -114,8 +114,8 @@ def main() -> None:
         ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
         makers[f"RayVectorEnv, N = {n}, {args.ray_actors} actors"] = lambda: RayVectorEnv(n, args.ray_actors)
     rows = measure(makers, args.steps, args.rounds)
-    base = rows[f"vector env, N = {min(args.sizes)}"]["frames_per_s"]
-    base_model_ms = _model_ms(rows[f"vector env, N = {min(args.sizes)}"]) / min(args.sizes)
+    base_row = rows[f"vector env, N = {min(args.sizes)}"]
+    base, base_model_ms = base_row["frames_per_s"], _model_ms(base_row) / base_row["num_envs"]
     load = os.getloadavg()[0]
     print(f"tiny preset, 64x64, 4 frames and 4 denoising steps per step, {args.threads} threads, "
           f"{os.cpu_count()} CPUs, load average {load:.1f} at the end")

@@ -19,7 +19,7 @@ def _layers() -> nn.ModuleDict:
                           "linear": nn.Linear(4, 4), "norm": WanRMS_norm(4, images=False)})
 
 
-def test_routing_swaps_only_the_convolutions_and_keeps_weights():
+def test_swapping_routes_only_convolutions_and_norms_and_keeps_weights():
     layers = _layers()
     state = copy.deepcopy(layers.state_dict())
     assert speed_up_vae_inference(layers) == 3
