@@ -180,6 +180,20 @@ def build_parser() -> argparse.ArgumentParser:
                                                           "come from another scene (default: SegmentData's)")
     train.add_argument("--data", type=Path, help="real sequences (docs/formats.md) for the DiT, add-on and LoRA stages")
     train.add_argument("--data-stride", type=int, default=1, help="use every n-th frame of the --data sequences")
+    train.add_argument("--pool", type=int, help="teacher-forced segments in the world model's pool")
+    train.add_argument("--batch-size", type=int, help="segments per world-model training step")
+    train.add_argument("--vae-batch-size", type=int, help="clips per VAE step (twice as many single frames)")
+    train.add_argument("--vae-pool", type=int, help="clips in the VAE's pool (twice as many single frames)")
+    train.add_argument("--scenes", type=int, help="simulator scene seeds to train on (0 .. N-1)")
+    train.add_argument("--adversarial-weight", type=float, default=0.0,
+                       help="weight of the VAE decoder's patch-critic loss (0: none)")
+    train.add_argument("--adversarial-start", type=float, default=0.5,
+                       help="fraction of the VAE steps after which the critic joins")
+    for stage in ("vae", "dit", "addon", "lora"):
+        train.add_argument(f"--{stage}-minutes", type=float, help=f"time limit of the {stage} stage")
+    train.add_argument("--device", default="cpu", help="where to train (cpu, cuda)")
+    train.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="world-model autocast")
+    train.add_argument("--workers", type=int, default=0, help="processes that render and prepare training data")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--resume", action="store_true", help="continue from the checkpoints under --out")
     train.set_defaults(run=_train)

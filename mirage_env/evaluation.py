@@ -22,35 +22,12 @@ import torch
 import torch.nn.functional as F
 
 from mirage_env.geometry.trajectories import from_velocities, loop_and_return
+from mirage_env.metrics import psnr, ssim
 from mirage_env.sim import Scene, render
 from mirage_env.video import to_uint8, to_unit
 from mirage_env.world import World
 
 HELD_OUT_FIRST_SCENE = 200_000  # scene seeds from here on are never used for training (training uses < 100_000)
-
-
-def psnr(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor | None = None) -> float:
-    """PSNR in dB of uint8 images [..., H, W, 3], over the ``mask`` [..., H, W] pixels when given."""
-    error = (a.float() - b.float()).pow(2).mean(dim=-1) / 255.0**2
-    mse = error.mean() if mask is None else error[mask].mean()
-    return float(-10 * torch.log10(mse.clamp_min(1e-10)))
-
-
-def ssim(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Mean SSIM of uint8 images [..., H, W, 3] (Wang et al. 2004: 7x7 Gaussian window, sigma 1.5, on [0, 1])."""
-    x, y = (t.float().reshape(-1, *t.shape[-3:]).permute(0, 3, 1, 2) / 255.0 for t in (a, b))
-    coords = torch.arange(7, dtype=torch.float32) - 3
-    g = torch.exp(-coords**2 / (2 * 1.5**2))
-    window = (g[:, None] * g[None, :] / g.sum() ** 2).expand(3, 1, 7, 7)
-
-    def blur(t: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(t, window, groups=3)
-
-    mx, my = blur(x), blur(y)
-    vx, vy, cov = blur(x * x) - mx**2, blur(y * y) - my**2, blur(x * y) - mx * my
-    c1, c2 = 0.01**2, 0.03**2
-    value = ((2 * mx * my + c1) * (2 * cov + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2))
-    return float(value.mean())
 
 
 def revisit_episode(world: World, scene_seed: int, out_steps: int = 4, yaw_deg: float = 6.0,

@@ -7,7 +7,14 @@ import torch
 
 from mirage_env.models.presets import build_vae, load_preset
 from mirage_env.train import ClipConfig, TrainConfig, Trainer, sample_clip
-from mirage_env.train.vae import ClipPool, VaeData, reconstruction_psnr, set_latent_statistics, vae_loss_fn
+from mirage_env.train.vae import (
+    ClipPool,
+    VaeData,
+    VaeWithCritic,
+    reconstruction_psnr,
+    set_latent_statistics,
+    vae_loss_fn,
+)
 
 
 def test_clips_are_deterministic_and_revisit_their_start():
@@ -96,12 +103,43 @@ def test_a_few_vae_steps_reduce_the_loss_and_set_statistics(tmp_path):
     pool = ClipPool(ClipConfig(frames=5, scenes=4), data.pool, seed=0)
     video = torch.cat([pool.batch(torch.Generator().manual_seed(9), 2)])
     before = reconstruction_psnr(vae, video).mean()
-    rows = Trainer(vae, vae_loss_fn(vae, pool, data), TrainConfig(steps=30, lr=2e-3, warmup=1, log_every=10),
+    model = VaeWithCritic(vae)
+    rows = Trainer(model, vae_loss_fn(model, pool, data), TrainConfig(steps=30, lr=2e-3, warmup=1, log_every=10),
                    tmp_path).run(progress=False)
     assert rows[-1]["loss"] < rows[0]["loss"]
     assert reconstruction_psnr(vae, video).mean() > before
     set_latent_statistics(vae, pool, clips=4)
     assert len(vae.config.latents_std) == vae.config.z_dim and min(vae.config.latents_std) > 0
+
+
+def test_the_patch_critic_trains_beside_the_vae_on_its_own_objective(tmp_path):
+    from mirage_env.train.discriminator import PatchDiscriminator
+
+    torch.manual_seed(0)
+    model = VaeWithCritic(build_vae(load_preset("tiny")), PatchDiscriminator(channels=8))
+    data = VaeData(frames=5, pool=2, batch_size=1, adversarial_weight=0.5, adversarial_start=1)
+    pool = ClipPool(ClipConfig(frames=5, scenes=2), data.pool, seed=0)
+    critic_before = [p.clone() for p in model.critic.parameters()]
+    loss = vae_loss_fn(model, pool, data)
+    reconstruction_only = loss(0, torch.Generator().manual_seed(1))  # before adversarial_start: no critic term
+    total = loss(1, torch.Generator().manual_seed(1))
+    assert total.item() != reconstruction_only.item()
+    Trainer(model, loss, TrainConfig(steps=3, lr=1e-3, warmup=1), tmp_path).run(progress=False)
+    assert any(not torch.equal(a, b) for a, b in zip(critic_before, model.critic.parameters()))
+    with pytest.raises(ValueError, match="critic"):
+        vae_loss_fn(VaeWithCritic(model.vae), pool, data)
+
+
+def test_sharpness_ratio_penalises_blur_that_psnr_rewards():
+    from mirage_env.metrics import box_blur, psnr, sharpness_ratio
+
+    truth = torch.randint(0, 256, (2, 32, 32, 3), dtype=torch.uint8)
+    blurred = box_blur(truth)
+    assert sharpness_ratio(truth, truth) == pytest.approx(1.0)
+    assert sharpness_ratio(blurred, truth) < 0.2
+    shifted = truth.roll(1, dims=-2)
+    assert psnr(blurred, truth) > psnr(shifted, truth)  # PSNR prefers the blur ...
+    assert sharpness_ratio(shifted, truth) > 0.9  # ... the sharpness ratio does not
 
 
 @pytest.fixture(scope="module")
@@ -127,36 +165,41 @@ def test_context_corruption_noises_only_the_clean_context(segment_pool):
     from mirage_env.train.segments import corrupt_context
 
     request, _ = segment_pool[0]
-    assert corrupt_context(request, 0.0, torch.Generator()).first_latent is request.first_latent
-    noised = corrupt_context(request, 1.0, torch.Generator().manual_seed(0))
+    assert torch.equal(corrupt_context(request, torch.zeros(1), torch.Generator()).first_latent, request.first_latent)
+    noised = corrupt_context(request, torch.ones(1), torch.Generator().manual_seed(0))
     assert noised.memory_features is request.memory_features and noised.memory_mask is request.memory_mask
     assert abs(float(noised.first_latent.std()) - 1.0) < 0.3  # sigma 1: pure noise
     assert not torch.allclose(noised.first_latent, request.first_latent)
 
 
-def test_context_swap_shows_another_entrys_first_latent_with_this_entrys_memory(segment_pool):
+def test_a_batch_shares_shapes_and_a_swap_shows_another_entrys_first_latent_with_its_own_memory(segment_pool):
     from dataclasses import replace
 
     from mirage_env.train.segments import flow_loss_fn
 
     shown = []
-    model = segment_pool.model
 
     class Recorder:
         def training_loss(self, request, target, generator):
             shown.append((request, target))
             return torch.zeros(())
 
-    swapping = replace(segment_pool.data, context_swap=1.0, context_noise=0.0, reference_dropout=0.0)
-    pool = type(segment_pool)(model, swapping, segment_pool.world, segment_pool.seed)
-    pool.samples = segment_pool.samples  # the same cached entries
-    flow_loss_fn(Recorder(), pool)(0, torch.Generator().manual_seed(0))
+    swapping = replace(segment_pool.data, context_swap=1.0, context_noise=0.0, reference_dropout=0.0, pool=6)
+    pool = type(segment_pool)(segment_pool.model, swapping, segment_pool.world, segment_pool.seed)
+    for i in range(3):  # each entry and a twin of the same shapes with another first latent
+        request, target = segment_pool[i]
+        pool.samples[i] = (request, target)
+        pool.samples[i + 3] = (replace(request, first_latent=request.first_latent + 1), target + 1)
+    loss = flow_loss_fn(Recorder(), pool)
+    for step in range(4):
+        loss(step, torch.Generator().manual_seed(step))
     entries = [pool[i] for i in range(swapping.pool)]
     for request, target in shown:
-        own = next(r for r, t in entries if t is target)
-        assert request.memory_features is own.memory_features and request.references is own.references
-        assert request.first_latent is not own.first_latent
-        assert any(request.first_latent is r.first_latent for r, _ in entries)
+        for row in range(target.shape[0]):
+            own = next(r for r, t in entries if torch.equal(t[0], target[row]))
+            assert torch.equal(request.memory_features[row], own.memory_features[0])
+            assert not torch.equal(request.first_latent[row], own.first_latent[0])
+            assert any(torch.equal(request.first_latent[row], r.first_latent[0]) for r, _ in entries)
 
 
 @pytest.mark.parametrize("stage", ["addon", "lora", "dit"])

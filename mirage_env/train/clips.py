@@ -8,9 +8,12 @@ that late frames revisit what early frames saw: the statistics the memory is tra
 
 from __future__ import annotations
 
+import hashlib
 import math
+import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -86,13 +89,33 @@ ClipSource = Callable[[int], Clip]
 
 @dataclass(frozen=True)
 class SimulatorClips:
-    """The simulator as a :data:`ClipSource`: ``sample_clip(index, config, seed)``."""
+    """The simulator as a :data:`ClipSource`: ``sample_clip(index, config, seed)``.
+
+    With ``cache_dir``, every clip rendered is also saved there (one ``torch.save`` file per clip, named by a hash
+    of the config and seed and by the index) and later calls load it instead of rendering again: worker processes
+    can render ahead of the process that needs the clips.
+    """
 
     config: ClipConfig
     seed: int = 0
+    cache_dir: Path | None = None
+
+    def cache_path(self, index: int) -> Path:
+        key = hashlib.sha256(repr((asdict(self.config), self.seed)).encode()).hexdigest()[:16]
+        return Path(self.cache_dir) / f"clip-{key}-{index}.pt"
 
     def __call__(self, index: int) -> Clip:
-        return sample_clip(index, self.config, self.seed)
+        if self.cache_dir is None:
+            return sample_clip(index, self.config, self.seed)
+        path = self.cache_path(index)
+        if path.exists():
+            return Clip(**torch.load(path, weights_only=True))
+        clip = sample_clip(index, self.config, self.seed)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        torch.save(vars(clip), partial)
+        os.replace(partial, path)  # complete or absent: a clip is never read half-written
+        return clip
 
 
 def frames_to_unit(frames: torch.Tensor) -> torch.Tensor:

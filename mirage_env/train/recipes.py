@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 from pathlib import Path
 
 import torch
@@ -21,69 +22,104 @@ from diffusers import AutoencoderKLWan
 from mirage_env.models import from_preset
 from mirage_env.models.presets import build_vae, load_preset
 from mirage_env.models.wan import WanWorldModel
-from mirage_env.train.clips import ClipConfig, ClipSource
+from mirage_env.train.clips import ClipConfig, ClipSource, SimulatorClips
+from mirage_env.train.discriminator import PatchDiscriminator
+from mirage_env.train.parallel import WorkerPool
 from mirage_env.train.real_data import RealClips
 from mirage_env.train.segments import SegmentData, SegmentPool, flow_loss_fn
 from mirage_env.train.stages import prepare_stage
 from mirage_env.train.trainer import TrainConfig, Trainer, log_summary
 from mirage_env.train.vae import (
-    ClipPool,
     VaeData,
+    VaeWithCritic,
     held_out_video,
     reconstruction_psnr,
+    reconstruction_sharpness,
     set_latent_statistics,
     vae_loss_fn,
+    vae_pools,
 )
 from mirage_env.world import WorldConfig
 
 
 def train_vae(out: Path, steps: int, seed: int = 0, resume: bool = False, progress: bool = True,
-              data: VaeData = VaeData(), lr: float = 1e-3, held_out: int = 100, held_out_clips: int = 16) -> dict:
-    """Train, evaluate and save the tiny VAE; returns the summary written to ``OUT/vae_summary.json`` (PSNR of
-    ``held_out`` single frames and of the frames after the first of ``held_out_clips`` moving clips)."""
+              data: VaeData = VaeData(), lr: float = 1e-3, held_out: int = 100, held_out_clips: int = 16,
+              device: str = "cpu", workers: WorkerPool | None = None, max_seconds: float | None = None,
+              prefetch: tuple[SimulatorClips, int] | None = None) -> dict:
+    """Train, evaluate and save the tiny VAE; returns the summary written to ``OUT/vae_summary.json`` (PSNR and
+    sharpness of ``held_out`` single frames, PSNR of the frames after the first of ``held_out_clips`` moving clips).
+    ``workers`` render the training clips first, then, while the VAE trains, the first ``count`` clips of the
+    cached source of ``prefetch = (source, count)`` (the world model's, for later); ``max_seconds`` caps the
+    training time."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         vae = build_vae(load_preset("tiny"))
-    pool = ClipPool(ClipConfig(frames=data.frames, scenes=data.scenes, returning=False), data.pool, seed)
-    images = ClipPool(ClipConfig(frames=1, scenes=data.scenes), data.image_pool, seed + 1)
+        critic = PatchDiscriminator() if data.adversarial_weight > 0 else None
+    pool, images = vae_pools(data, seed)
+    if workers is not None:
+        pool.fill(workers)
+        images.fill(workers)
+        if prefetch is not None:
+            workers.run_async(prefetch[0], range(prefetch[1]))
+    model = VaeWithCritic(vae, critic).to(device)
     config = TrainConfig(steps=steps, lr=lr, seed=seed, warmup=min(100, steps // 10 + 1),
-                         checkpoint_every=max(1, min(500, steps)))
-    loss = vae_loss_fn(vae, pool, data, images)
-    Trainer(vae, loss, config, out / "vae_run").run(resume=resume, progress=progress)
+                         checkpoint_every=max(1, min(500, steps)), max_seconds=max_seconds)
+    loss = vae_loss_fn(model, pool, data, images)
+    Trainer(model, loss, config, out / "vae_run").run(resume=resume, progress=progress)
     vae.eval()
     set_latent_statistics(vae, pool)
-    psnr = reconstruction_psnr(vae, held_out_video(held_out, seed=seed + 1))
+    frames = held_out_video(held_out, seed=seed + 1)
+    psnr = reconstruction_psnr(vae, frames)
     clip_psnr = reconstruction_psnr(vae, held_out_video(held_out_clips, data.frames, seed + 1)).view(held_out_clips, -1)
-    vae.save_pretrained(out / "vae")
+    vae.to("cpu").save_pretrained(out / "vae")
     summary = {**log_summary(out / "vae_run"), "held_out_frames": held_out, "psnr_mean": psnr.mean().item(),
-               "psnr_min": psnr.min().item(), "held_out_clips": held_out_clips,
-               "clip_psnr_later_frames": clip_psnr[:, 1:].mean().item()}
+               "psnr_min": psnr.min().item(), "sharpness": reconstruction_sharpness(vae, frames),
+               "held_out_clips": held_out_clips, "clip_psnr_later_frames": clip_psnr[:, 1:].mean().item()}
     (out / "vae_summary.json").write_text(json.dumps(summary, indent=2))
     return summary
 
 
 def train_world_model(out: Path, vae_dir: Path, steps: dict[str, int], seed: int = 0, resume: bool = False,
                       progress: bool = True, data: SegmentData = SegmentData(), lr: float = 3e-4,
-                      clips: ClipSource | None = None) -> dict:
+                      clips: ClipSource | None = None, device: str = "cpu", workers: WorkerPool | None = None,
+                      max_seconds: dict[str, float] | None = None, precision: str = "fp32") -> dict:
     """Stages ``dit``, ``addon`` and ``lora`` of the tiny world model on top of a trained VAE, on ``clips``
-    (default: the simulator)."""
+    (default: the simulator). ``workers`` make the teacher-forced pool; ``max_seconds`` caps each stage's time."""
     vae = AutoencoderKLWan.from_pretrained(vae_dir, local_files_only=True)
     base = from_preset("tiny", seed=seed, random_init=True)
-    model = WanWorldModel(base.preset, vae, base.transformer)
+    model = WanWorldModel(base.preset, vae, base.transformer).to(device)
     pool = SegmentPool(model, data, WorldConfig(), seed, clips)
+    if workers is not None:
+        pool.fill(workers, vae_dir)
     summary = {}
     for stage, count in steps.items():
         if count <= 0:
             continue
         prepare_stage(model, stage)
         config = TrainConfig(steps=count, lr=lr, seed=seed, warmup=min(100, count // 10 + 1),
-                             checkpoint_every=max(1, min(500, count)))
+                             checkpoint_every=max(1, min(500, count)), precision=precision,
+                             max_seconds=(max_seconds or {}).get(stage))
         Trainer(model, flow_loss_fn(model, pool), config, out / f"{stage}_run").run(resume, progress)
         summary[stage] = log_summary(out / f"{stage}_run")
+        save_weights(model, out / "stages" / stage)  # what a later stage's failure cannot take away
     model.requires_grad_(False)
-    model.save_pretrained(out / "weights")
+    save_weights(model.to("cpu"), out / "weights")
     (out / "world_model_summary.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def save_weights(model: WanWorldModel, folder: Path) -> None:
+    """``model.save_pretrained`` into a sibling folder, then switched into ``folder`` by renames, so that
+    ``folder`` always holds one complete set of weights."""
+    partial = folder.with_name(f".{folder.name}.partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    model.save_pretrained(partial)
+    previous = folder.with_name(f".{folder.name}.previous")
+    shutil.rmtree(previous, ignore_errors=True)
+    if folder.exists():
+        folder.rename(previous)
+    partial.rename(folder)
+    shutil.rmtree(previous, ignore_errors=True)
 
 
 def run_recipe(args: argparse.Namespace) -> dict:
@@ -95,15 +131,41 @@ def run_recipe(args: argparse.Namespace) -> dict:
             raise ValueError("--data trains the DiT, add-on and LoRA stages (recipe tiny); the VAE uses the simulator")
         frames = SegmentData().clip_frames(load_preset("tiny").temporal_stride)
         clips = RealClips(args.data, frames, WorldConfig().image_hw, stride=args.data_stride, seed=args.seed)
-    vae_dir = args.vae
-    if vae_dir is None:
-        data = VaeData(image_steps=min(args.vae_image_steps, args.vae_steps))
-        summary["vae"] = train_vae(args.out, args.vae_steps, args.seed, args.resume, data=data)
-        vae_dir = args.out / "vae"
-    if args.recipe == "tiny":
-        steps = {"dit": args.dit_steps, "addon": args.addon_steps, "lora": args.lora_steps}
-        options = {"context_noise": args.context_noise, "context_swap": args.context_swap}
-        data = SegmentData(**{k: v for k, v in options.items() if v is not None})
-        summary.update(train_world_model(args.out, vae_dir, steps, args.seed, args.resume, data=data, clips=clips))
+    segments = SegmentData(**_given(context_noise=args.context_noise, context_swap=args.context_swap, pool=args.pool,
+                                    batch_size=args.batch_size, scenes=args.scenes))
+    minutes = {stage: getattr(args, f"{stage}_minutes") for stage in ("vae", "dit", "addon", "lora")}
+    with WorkerPool(args.workers) as workers:
+        if clips is None and args.recipe == "tiny" and args.workers:  # the simulator renders ahead on the workers
+            clips = SimulatorClips(ClipConfig(WorldConfig().image_hw, segments.clip_frames(4), scenes=segments.scenes),
+                                   args.seed, cache_dir=args.out / "clip_cache")
+        vae_dir = args.vae
+        if vae_dir is None:
+            data = VaeData(image_steps=min(args.vae_image_steps, args.vae_steps),
+                           adversarial_weight=args.adversarial_weight,
+                           adversarial_start=int(args.adversarial_start * args.vae_steps),
+                           **_given(batch_size=args.vae_batch_size, pool=args.vae_pool, scenes=args.scenes,
+                                    image_batch_size=args.vae_batch_size and 2 * args.vae_batch_size,
+                                    image_pool=args.vae_pool and 2 * args.vae_pool))
+            summary["vae"] = train_vae(args.out, args.vae_steps, args.seed, args.resume, data=data,
+                                       device=args.device, workers=workers if args.workers else None,
+                                       max_seconds=_seconds(minutes["vae"]),
+                                       prefetch=None if clips is None else (clips, segments.pool))
+            vae_dir = args.out / "vae"
+        if args.recipe == "tiny":
+            steps = {"dit": args.dit_steps, "addon": args.addon_steps, "lora": args.lora_steps}
+            limits = {stage: _seconds(minutes[stage]) for stage in steps}
+            summary.update(train_world_model(args.out, vae_dir, steps, args.seed, args.resume, data=segments,
+                                             clips=clips, device=args.device,
+                                             workers=workers if args.workers else None, max_seconds=limits,
+                                             precision=args.precision))
     print(json.dumps(summary, indent=2))
     return summary
+
+
+def _given(**options) -> dict:
+    """The options that were given (not None)."""
+    return {k: v for k, v in options.items() if v is not None}
+
+
+def _seconds(minutes: float | None) -> float | None:
+    return None if minutes is None else 60.0 * minutes

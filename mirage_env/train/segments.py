@@ -11,7 +11,9 @@ simulator by default, or real sequences (:mod:`mirage_env.train.real_data`), all
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import torch
 
@@ -19,6 +21,7 @@ from mirage_env.models.interface import SegmentRequest
 from mirage_env.models.sampler import gaussian
 from mirage_env.models.wan import WanWorldModel
 from mirage_env.train.clips import Clip, ClipConfig, ClipSource, SimulatorClips
+from mirage_env.train.parallel import WorkerPool
 from mirage_env.video import to_unit
 from mirage_env.world import InitialView, World, WorldConfig
 from mirage_env.world.world import segment_request
@@ -76,11 +79,45 @@ def teacher_forced(model: WanWorldModel, clip: Clip, context: int, target: int,
     return segment_request(latents[:, :, :1], [condition]), latents
 
 
+def make_sample(model: WanWorldModel, clips: ClipSource, data: SegmentData, world: WorldConfig, seed: int,
+                index: int) -> tuple[SegmentRequest, torch.Tensor]:
+    """Pool entry ``index``: a teacher-forced segment cut from ``clips(index)`` at a context length and target
+    length drawn from ``(seed, index)``."""
+    frames = data.clip_frames(model.temporal_stride)
+    clip = clips(index)
+    if tuple(clip.frames.shape) != (frames, *world.image_hw, 3):
+        raise ValueError(f"clip {index} has frames {list(clip.frames.shape)}; this pool needs "
+                         f"[{frames}, {world.image_hw[0]}, {world.image_hw[1]}, 3]")
+    rng = torch.Generator().manual_seed(seed * 1_000_003 + index)
+    target = int(torch.randint(1, data.max_target + 1, (1,), generator=rng))
+    context = int(torch.randint(0, data.latents - target + 1, (1,), generator=rng))
+    with torch.no_grad():
+        return teacher_forced(model, clip, context, target, world)
+
+
+_worker_models: dict[str, WanWorldModel] = {}
+
+
+def _sample_on_worker(job: tuple) -> tuple[SegmentRequest, torch.Tensor]:
+    """:func:`make_sample` in a worker process, on a CPU copy of the world model's VAE (kept between jobs)."""
+    vae_dir, preset, clips, data, world, seed, index = job
+    if vae_dir not in _worker_models:
+        from diffusers import AutoencoderKLWan
+
+        from mirage_env.models.wan import from_preset
+
+        vae = AutoencoderKLWan.from_pretrained(vae_dir, local_files_only=True)
+        base = from_preset(preset, random_init=True)
+        _worker_models[vae_dir] = WanWorldModel(base.preset, vae, base.transformer)
+    return make_sample(_worker_models[vae_dir], clips, data, world, seed, index)
+
+
 class SegmentPool:
     """A fixed pool of teacher-forced segments (the VAE and the world are frozen, so they can be cached).
 
     Entry ``i`` is cut from ``clips(i)``: simulator clips by default, or any :data:`ClipSource` whose clips have
-    ``data.clip_frames(...)`` frames of the world's ``image_hw``.
+    ``data.clip_frames(...)`` frames of the world's ``image_hw``. Entries are made lazily, or all at once on
+    worker processes by :meth:`fill` (the same entries); they are kept on the model's device.
     """
 
     def __init__(self, model: WanWorldModel, data: SegmentData, world: WorldConfig, seed: int,
@@ -92,55 +129,91 @@ class SegmentPool:
         self.clips = clips
         self.samples: dict[int, tuple[SegmentRequest, torch.Tensor]] = {}
 
+    def _keep(self, index: int, sample: tuple[SegmentRequest, torch.Tensor]) -> None:
+        request, target = sample
+        device = self.model.device
+        moved = {name: None if getattr(request, name) is None else getattr(request, name).to(device)
+                 for name in ("first_latent", "memory_features", "memory_mask", "preceding", "references")}
+        self.samples[index] = (replace(request, **moved), target.to(device))
+
     def __getitem__(self, index: int) -> tuple[SegmentRequest, torch.Tensor]:
         index %= self.data.pool
         if index not in self.samples:
-            clip = self.clips(index)
-            if tuple(clip.frames.shape) != (self.frames, *self.world.image_hw, 3):
-                raise ValueError(f"clip {index} has frames {list(clip.frames.shape)}; this pool needs "
-                                 f"[{self.frames}, {self.world.image_hw[0]}, {self.world.image_hw[1]}, 3]")
-            rng = torch.Generator().manual_seed(self.seed * 1_000_003 + index)
-            target = int(torch.randint(1, self.data.max_target + 1, (1,), generator=rng))
-            context = int(torch.randint(0, self.data.latents - target + 1, (1,), generator=rng))
-            with torch.no_grad():
-                self.samples[index] = teacher_forced(self.model, clip, context, target, self.world)
+            self._keep(index, make_sample(self.model, self.clips, self.data, self.world, self.seed, index))
         return self.samples[index]
 
+    def fill(self, workers: WorkerPool, vae_dir: str | Path) -> None:
+        """Make every missing entry on ``workers``; they load the model's VAE from ``vae_dir`` (its saved copy)."""
+        missing = [i for i in range(self.data.pool) if i not in self.samples]
+        jobs = [(str(vae_dir), self.model.preset.name, self.clips, self.data, self.world, self.seed, i)
+                for i in missing]
+        for index, sample in zip(missing, workers.map(_sample_on_worker, jobs)):
+            self._keep(index, sample)
 
-def corrupt_context(request: SegmentRequest, sigma: float, generator: torch.Generator) -> SegmentRequest:
+    def shape_groups(self) -> list[list[int]]:
+        """Indices of all entries, grouped by their context and target shapes (the entries that can share a batch)."""
+        groups: dict[tuple, list[int]] = {}
+        for index in range(self.data.pool):
+            request, target = self[index]
+            key = tuple(None if x is None else x.shape[2] for x in (request.preceding, request.references))
+            groups.setdefault((*key, target.shape[2]), []).append(index)
+        return list(groups.values())
+
+
+def corrupt_context(request: SegmentRequest, sigma: torch.Tensor, generator: torch.Generator) -> SegmentRequest:
     """The request with its clean context (first latent, preceding, references) moved to noise level ``sigma``
-    along the flow, ``(1 - sigma) x + sigma noise``; the memory read is left as it is."""
+    [B] along the flow, ``(1 - sigma) x + sigma noise``; the memory read is left as it is."""
     def noised(x: torch.Tensor | None) -> torch.Tensor | None:
-        if x is None or sigma == 0:
+        if x is None:
             return x
-        return (1 - sigma) * x + sigma * gaussian(tuple(x.shape), generator, x.device).to(x.dtype)
+        s = sigma.to(x.device, x.dtype).view(-1, 1, 1, 1, 1)
+        return (1 - s) * x + s * gaussian(tuple(x.shape), generator, x.device).to(x.dtype)
 
     return replace(request, first_latent=noised(request.first_latent), preceding=noised(request.preceding),
                    references=noised(request.references))
 
 
+def batch_requests(requests: Sequence[SegmentRequest]) -> SegmentRequest:
+    """Concatenate requests of equal shapes along the batch."""
+    def cat(name: str) -> torch.Tensor | None:
+        parts = [getattr(r, name) for r in requests]
+        return None if parts[0] is None else torch.cat(parts)
+
+    return SegmentRequest(*(cat(name) for name in ("first_latent", "memory_features", "memory_mask", "preceding",
+                                                   "references")))
+
+
 def flow_loss_fn(model: WanWorldModel, pool: SegmentPool):
-    """A :data:`~mirage_env.train.trainer.LossFn`: mean flow-matching loss over a batch of pool segments, with
-    reference dropout and context corruption as :class:`SegmentData` sets them."""
+    """A :data:`~mirage_env.train.trainer.LossFn`: the flow-matching loss of one batch of pool segments.
+
+    A batch is drawn from one group of equal shapes (:meth:`SegmentPool.shape_groups`; a group is chosen with
+    probability proportional to its size, so every entry is equally likely), and forwarded at once. Reference
+    dropout drops the references of the whole batch; context corruption draws one sigma per sample, and a context
+    swap takes a sample's first and preceding latents from another entry of the same group.
+    """
     data = pool.data
+    groups = pool.shape_groups()
+    sizes = torch.tensor([len(g) for g in groups], dtype=torch.float64)
 
     def loss(step: int, generator: torch.Generator) -> torch.Tensor:
-        picks = torch.randint(data.pool, (data.batch_size,), generator=generator)
-        drops = torch.rand(data.batch_size, generator=generator) < data.reference_dropout
+        group = groups[int(torch.multinomial(sizes, 1, generator=generator))]
+        picks = torch.randint(len(group), (data.batch_size,), generator=generator)
+        drop = bool(torch.rand(1, generator=generator) < data.reference_dropout)
         sigmas = torch.rand(data.batch_size, generator=generator) * data.context_noise
         swaps = torch.rand(data.batch_size, generator=generator) < data.context_swap
-        donors = (picks + torch.randint(1, max(2, data.pool), (data.batch_size,), generator=generator)) % data.pool
-        losses = []
-        for i, drop, sigma, swap, donor in zip(picks.tolist(), drops.tolist(), sigmas.tolist(), swaps.tolist(),
-                                               donors.tolist()):
-            request, target = pool[i]
-            if drop:
-                request = replace(request, references=None)
-            if swap:
-                other = pool[donor][0]
+        donors = (picks + torch.randint(1, max(2, len(group)), (data.batch_size,), generator=generator)) % len(group)
+        requests, targets = [], []
+        for pick, swap, donor in zip(picks.tolist(), swaps.tolist(), donors.tolist()):
+            request, target = pool[group[pick]]
+            if swap and len(group) > 1:
+                other = pool[group[donor]][0]
                 request = replace(request, first_latent=other.first_latent, preceding=other.preceding)
-            request = corrupt_context(request, sigma, generator)
-            losses.append(model.training_loss(request, target, generator))
-        return torch.stack(losses).mean()
+            requests.append(request)
+            targets.append(target)
+        request = batch_requests(requests)
+        if drop:
+            request = replace(request, references=None)
+        request = corrupt_context(request, sigmas, generator)
+        return model.training_loss(request, torch.cat(targets), generator)
 
     return loss

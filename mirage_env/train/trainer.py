@@ -36,17 +36,21 @@ class TrainConfig:
     log_every: int = 20
     checkpoint_every: int = 200
     precision: str = "fp32"  # "fp32" or "bf16" (autocast; master weights stay fp32)
+    max_seconds: float | None = None  # stop early after this long; the learning-rate schedule then runs on time
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.lr <= 0 or self.precision not in ("fp32", "bf16"):
             raise ValueError("steps >= 1, lr > 0 and precision in ('fp32', 'bf16') are required")
+        if self.max_seconds is not None and not self.max_seconds > 0:
+            raise ValueError(f"max_seconds must be > 0 or None, got {self.max_seconds}")
 
 
-def learning_rate(step: int, config: TrainConfig) -> float:
-    """Linear warm-up, then cosine decay to 10 % of ``lr``."""
+def learning_rate(step: int, config: TrainConfig, time_used: float = 0.0) -> float:
+    """Linear warm-up, then cosine decay to 10 % of ``lr`` over the steps, or over ``max_seconds`` when the
+    fraction ``time_used`` of that is further along (a run with a time limit still ends fully decayed)."""
     if step < config.warmup:
         return config.lr * (step + 1) / config.warmup
-    progress = (step - config.warmup) / max(1, config.steps - config.warmup)
+    progress = max((step - config.warmup) / max(1, config.steps - config.warmup), time_used)
     return config.lr * (0.1 + 0.45 * (1 + math.cos(math.pi * min(progress, 1.0))))
 
 
@@ -118,16 +122,33 @@ class Trainer:
                 writer.writeheader()
             writer.writerow(row)
 
+    def _log_window(self, rows: list[dict], window: list[float], lr: float, start: float, bar: tqdm) -> list[float]:
+        """Log the mean loss of ``window`` (when it has any) and return an empty window."""
+        if window:
+            row = {"step": self.step, "loss": sum(window) / len(window), "lr": lr,
+                   "seconds": round(time.perf_counter() - start, 2)}
+            rows.append(row)
+            self._log(row)
+            bar.set_postfix(loss=f"{row['loss']:.4f}")
+        return []
+
     def run(self, resume: bool = False, progress: bool = True) -> list[dict]:
-        """Train until ``config.steps``; returns the logged rows (step, loss, lr, seconds)."""
+        """Train until ``config.steps`` (or ``config.max_seconds``); returns the logged rows (step, loss, lr,
+        seconds)."""
         self.out_dir.mkdir(parents=True, exist_ok=True)
         if resume and self.checkpoint_dir.exists():
             self.load_checkpoint()
-        rows, window, start = [], [], time.perf_counter()
+        rows, window, start, lr = [], [], time.perf_counter(), self.config.lr
         bar = tqdm(total=self.config.steps, initial=self.step, disable=not progress, desc="train")
         self.module.train()
+        limit = self.config.max_seconds
         while self.step < self.config.steps:
-            lr = learning_rate(self.step, self.config)
+            time_used = 0.0 if limit is None else (time.perf_counter() - start) / limit
+            if time_used >= 1.0:
+                self._log_window(rows, window, lr, start, bar)
+                self.save_checkpoint()
+                break
+            lr = learning_rate(self.step, self.config, time_used)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
             device_type = next(iter(self.params.values())).device.type
@@ -143,12 +164,7 @@ class Trainer:
             window.append(loss.item())
             bar.update(1)
             if self.step % self.config.log_every == 0 or self.step == self.config.steps:
-                row = {"step": self.step, "loss": sum(window) / len(window), "lr": lr,
-                       "seconds": round(time.perf_counter() - start, 2)}
-                rows.append(row)
-                self._log(row)
-                bar.set_postfix(loss=f"{row['loss']:.4f}")
-                window = []
+                window = self._log_window(rows, window, lr, start, bar)
             if self.step % self.config.checkpoint_every == 0 or self.step == self.config.steps:
                 self.save_checkpoint()
         bar.close()

@@ -4,8 +4,9 @@ Two phases, as Wan trains its VAE (images first, then video): the first ``image_
 frames (the causal VAE's first-frame path, cheap, many scenes per step), the rest short causal clips (1 + 4k
 frames) along one-way camera walks. (The walks must not return: a 5-frame clip that goes out and back ends where
 it started, and the VAE then learns to decode a latent's frames from the first frame instead of from the latent.)
-Loss: L1 + MSE on the reconstruction plus a small KL term. Training and held-out clips come from disjoint
-scene seeds. After training, ``latents_mean`` / ``latents_std`` are measured on
+Loss: L1 + MSE on the reconstruction, L1 on its spatial gradients (edges), a small KL term and, from step
+``adversarial_start`` on, a PatchGAN critic's hinge loss with the adaptive weight of latent-diffusion autoencoders
+(:mod:`mirage_env.train.discriminator`). Training and held-out clips come from disjoint scene seeds. After training, ``latents_mean`` / ``latents_std`` are measured on
 training clips and written into the VAE config, so the world model sees normalised latents as with Wan2.2.
 """
 
@@ -16,8 +17,18 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKLWan
+from torch import nn
 
-from mirage_env.train.clips import ClipConfig, frames_to_unit, sample_clip
+from mirage_env.train.clips import ClipConfig, SimulatorClips, frames_to_unit
+from mirage_env.train.discriminator import (
+    PatchDiscriminator,
+    adaptive_weight,
+    discriminator_loss,
+    generator_loss,
+)
+from mirage_env.metrics import psnr_per_image, sharpness_ratio
+from mirage_env.train.parallel import render_clips
+from mirage_env.video import to_uint8
 
 HELD_OUT_FIRST_SCENE = 100_000
 
@@ -35,10 +46,14 @@ class VaeData:
     image_batch_size: int = 16
     scenes: int = 400
     kl_weight: float = 1e-6
+    gradient_weight: float = 1.0
+    adversarial_weight: float = 0.0  # 0: no critic
+    adversarial_start: int = 0
 
 
 class ClipPool:
-    """Pre-rendered clips (uint8) so that training does not wait for the renderer; filled lazily."""
+    """Pre-rendered clips (uint8) so that training does not wait for the renderer; filled lazily, or all at once
+    by :meth:`fill` on worker processes (the same clips: each is a function of its index)."""
 
     def __init__(self, config: ClipConfig, size: int, seed: int) -> None:
         self.config, self.size, self.seed = config, size, seed
@@ -47,8 +62,14 @@ class ClipPool:
     def __getitem__(self, index: int) -> torch.Tensor:
         index %= self.size
         if index not in self.clips:
-            self.clips[index] = sample_clip(index, self.config, self.seed).frames
+            self.clips[index] = SimulatorClips(self.config, self.seed)(index).frames
         return self.clips[index]
+
+    def fill(self, workers: int) -> None:
+        """Render every clip of the pool now, on ``workers`` processes."""
+        missing = [i for i in range(self.size) if i not in self.clips]
+        clips = render_clips(SimulatorClips(self.config, self.seed), missing, workers)
+        self.clips.update((i, clip.frames) for i, clip in zip(missing, clips))
 
     def batch(self, generator: torch.Generator, batch_size: int) -> torch.Tensor:
         """Video [B, 3, T, H, W] in [-1, 1] of randomly chosen pool clips."""
@@ -56,48 +77,91 @@ class ClipPool:
         return frames_to_unit(torch.stack([self[int(i)] for i in picks]))
 
 
-def vae_loss_fn(vae: AutoencoderKLWan, pool: ClipPool, data: VaeData, images: ClipPool | None = None):
+class VaeWithCritic(nn.Module):
+    """What the VAE recipe trains: the VAE and, when the adversarial loss is on, its patch critic."""
+
+    def __init__(self, vae: AutoencoderKLWan, critic: PatchDiscriminator | None = None) -> None:
+        super().__init__()
+        self.vae, self.critic = vae, critic
+
+
+def vae_pools(data: VaeData, seed: int) -> tuple[ClipPool, ClipPool]:
+    """The training pools of the VAE recipe: (one-way clips of ``data.frames`` frames, single frames)."""
+    return (ClipPool(ClipConfig(frames=data.frames, scenes=data.scenes, returning=False), data.pool, seed),
+            ClipPool(ClipConfig(frames=1, scenes=data.scenes), data.image_pool, seed + 1))
+
+
+def gradient_l1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """L1 distance between the horizontal and vertical finite differences of two videos [..., H, W]."""
+    return (F.l1_loss(a.diff(dim=-1), b.diff(dim=-1)) + F.l1_loss(a.diff(dim=-2), b.diff(dim=-2))) / 2
+
+
+def vae_loss_fn(model: VaeWithCritic, pool: ClipPool, data: VaeData, images: ClipPool | None = None):
     """A :data:`~mirage_env.train.trainer.LossFn` for the VAE (``images``: the single-frame pool of the first
-    ``data.image_steps`` steps)."""
+    ``data.image_steps`` steps). With a critic, the critic's hinge loss is added too: it sees only detached
+    reconstructions, and the decoder's adversarial term sees the critic's weights detached, so one optimizer
+    step updates each on its own objective."""
     if data.image_steps and images is None:
         raise ValueError("image_steps > 0 needs a pool of single frames")
+    if (data.adversarial_weight > 0) != (model.critic is not None):
+        raise ValueError("adversarial_weight > 0 needs a critic, and a critic needs adversarial_weight > 0")
+    vae, critic = model.vae, model.critic
+    device = next(vae.parameters()).device
 
     def loss(step: int, generator: torch.Generator) -> torch.Tensor:
         if step < data.image_steps:
             video = images.batch(generator, data.image_batch_size)
         else:
             video = pool.batch(generator, data.batch_size)
+        video = video.to(device)
         posterior = vae.encode(video).latent_dist
-        z = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=generator)
+        z = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=generator).to(device)
         reconstruction = vae.decode(z).sample
-        return (F.l1_loss(reconstruction, video) + F.mse_loss(reconstruction, video)
-                + data.kl_weight * posterior.kl().mean())
+        rec = (F.l1_loss(reconstruction, video) + F.mse_loss(reconstruction, video)
+               + data.gradient_weight * gradient_l1(reconstruction, video))
+        total = rec + data.kl_weight * posterior.kl().mean()
+        if critic is None or step < data.adversarial_start:
+            return total
+        frozen = {name: p.detach() for name, p in critic.named_parameters()}
+        adversarial = generator_loss(lambda x: torch.func.functional_call(critic, frozen, (x,)), reconstruction)
+        weight = adaptive_weight(rec, adversarial, vae.decoder.conv_out.weight, data.adversarial_weight)
+        return total + weight * adversarial + discriminator_loss(critic, video, reconstruction)
 
     return loss
 
 
 @torch.no_grad()
+def reconstruct(vae: AutoencoderKLWan, video: torch.Tensor, batch_size: int = 8) -> torch.Tensor:
+    """``video`` [N, 3, T, H, W] in [-1, 1] through the VAE (posterior mode), as uint8 frames [N, T, H, W, 3]."""
+    device = next(vae.parameters()).device
+    out = [vae.decode(vae.encode(chunk.to(device)).latent_dist.mode()).sample.cpu() for chunk in video.split(batch_size)]
+    return to_uint8(torch.cat(out).transpose(1, 2))
+
+
 def reconstruction_psnr(vae: AutoencoderKLWan, video: torch.Tensor, batch_size: int = 8) -> torch.Tensor:
-    """PSNR (dB) of every frame of ``video`` [N, 3, T, H, W] in [-1, 1], reconstructed from the posterior mode."""
-    values = []
-    for chunk in video.split(batch_size):
-        reconstruction = vae.decode(vae.encode(chunk).latent_dist.mode()).sample.clamp(-1, 1)
-        mse = ((reconstruction - chunk) / 2).pow(2).mean(dim=(1, 3, 4))  # [N, T] on the [0, 1] scale
-        values.append(-10 * torch.log10(mse.clamp_min(1e-12)))
-    return torch.cat(values).flatten()
+    """PSNR (dB) of every frame of ``video`` [N, 3, T, H, W] in [-1, 1] reconstructed by the VAE: [N T]."""
+    return psnr_per_image(reconstruct(vae, video, batch_size), to_uint8(video.transpose(1, 2))).flatten()
+
+
+def reconstruction_sharpness(vae: AutoencoderKLWan, video: torch.Tensor, batch_size: int = 8) -> float:
+    """Sharpness ratio (:func:`~mirage_env.metrics.sharpness_ratio`) of the VAE's reconstructions of ``video``."""
+    return sharpness_ratio(reconstruct(vae, video, batch_size), to_uint8(video.transpose(1, 2)))
 
 
 def held_out_video(count: int, frames: int = 1, seed: int = 1, hw: tuple[int, int] = (64, 64)) -> torch.Tensor:
     """``count`` clips of ``frames`` frames (one-way camera walks) from scenes never used in training:
     [count, 3, frames, H, W]."""
     config = ClipConfig(hw=hw, frames=frames, first_scene=HELD_OUT_FIRST_SCENE, scenes=10_000, returning=False)
-    return frames_to_unit(torch.stack([sample_clip(i, config, seed).frames for i in range(count)]))
+    clips = SimulatorClips(config, seed)
+    return frames_to_unit(torch.stack([clips(i).frames for i in range(count)]))
 
 
 @torch.no_grad()
 def set_latent_statistics(vae: AutoencoderKLWan, pool: ClipPool, clips: int = 64) -> None:
     """Measure the per-channel mean and std of posterior means on ``clips`` pool clips and store them in the
     config (``latents_mean`` / ``latents_std``, as in Wan2.2's VAE config)."""
-    latents = torch.cat([vae.encode(frames_to_unit(pool[i])[None]).latent_dist.mode() for i in range(clips)])
+    device = next(vae.parameters()).device
+    latents = torch.cat([vae.encode(frames_to_unit(pool[i])[None].to(device)).latent_dist.mode().cpu()
+                         for i in range(clips)])
     dims = (0, 2, 3, 4)
     vae.register_to_config(latents_mean=latents.mean(dim=dims).tolist(), latents_std=latents.std(dim=dims).tolist())
