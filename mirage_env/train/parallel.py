@@ -8,6 +8,7 @@ may hold a CUDA context and OpenMP threads) and run torch on one thread each.
 from __future__ import annotations
 
 import multiprocessing
+import pickle
 from collections.abc import Callable, Iterable, Sequence
 from multiprocessing.pool import AsyncResult
 from typing import Any
@@ -21,6 +22,12 @@ def _init_worker() -> None:
 
 def _discard(fn: Callable[[Any], Any], item: Any) -> None:
     fn(item)
+
+
+def _by_value(fn: Callable[[Any], Any], item: Any) -> bytes:
+    """``fn(item)`` pickled by value: multiprocessing would otherwise send every tensor as a shared-memory file
+    descriptor, thousands of which exhaust the open-file limit and stall the pool."""
+    return pickle.dumps(fn(item), protocol=pickle.HIGHEST_PROTOCOL)
 
 
 class WorkerPool:
@@ -37,7 +44,9 @@ class WorkerPool:
         """``[fn(item) for item in items]``, spread over the workers in order."""
         if self._pool is None:
             return [fn(item) for item in items]
-        return self._pool.map(fn, items, chunksize=max(1, len(items) // (4 * self.workers)))
+        results = self._pool.starmap(_by_value, [(fn, item) for item in items],
+                                     chunksize=max(1, len(items) // (4 * self.workers)))
+        return [pickle.loads(result) for result in results]
 
     def run_async(self, fn: Callable[[Any], Any], items: Iterable[Any]) -> AsyncResult | None:
         """Call ``fn`` on every item in the background for its side effects (e.g. filling a cache); None when
