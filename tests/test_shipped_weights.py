@@ -13,7 +13,7 @@ from mirage_env.evaluation import HELD_OUT_FIRST_SCENE, psnr, revisit_episode
 from mirage_env.geometry.trajectories import from_velocities
 from mirage_env.models import from_preset
 from mirage_env.models.loading import shipped_weights_dir
-from mirage_env.sim import Scene, render
+from mirage_env.sim import render, scene_by_seed, start_pose
 from mirage_env.train.segments import SegmentData, SegmentPool
 from mirage_env.train.vae import held_out_video, reconstruction_psnr
 from mirage_env.world import World, WorldConfig
@@ -69,8 +69,8 @@ def test_frames_follow_the_camera(model):
     view than to the other turn's (the VAE trained on out-and-back clips gave 15.1 vs 15.0 dB here)."""
     own, other, apart = [], [], []
     for scene_seed in range(HELD_OUT_FIRST_SCENE, HELD_OUT_FIRST_SCENE + 3):
-        scene = Scene.by_seed(scene_seed)
-        start = scene.start_pose(scene_seed).double()
+        scene = scene_by_seed(scene_seed)
+        start = start_pose(scene, scene_seed).double()
         frames, truth = {}, {}
         for yaw in (0.1, -0.1):
             world = World(model, WorldConfig())
