@@ -84,7 +84,8 @@ def main() -> None:
         "recall": ratio(total["found_most"], total["dynamic_cells"]),
         "static_kept": ratio(total["static_kept"], total["static"]),
         "strict_recall": ratio(total["hit_any"], total["any_cells"]),
-        "median_ms_per_segment": statistics.median(r["ms"] for r in rows),  # one slow spell of the VM moved the mean 3x
+        # the median: a slow spell of a shared machine moves the mean
+        "median_ms_per_segment": statistics.median(r["ms"] for r in rows),
     }
     print(f"{args.scenes} scenes, {FRAMES} frames of {SIZE}x{SIZE} -> {SIZE // STRIDE}x{SIZE // STRIDE} cells, "
           f"margin {config.margin}, min votes {config.min_votes}")
