@@ -16,7 +16,7 @@ import torch
 
 
 from mirage_env.geometry import intrinsics_from_fov  # noqa: E402
-from mirage_env.sim import Scene, render, sample_scene, start_pose  # noqa: E402
+from mirage_env.sim import render, sample_scene, start_pose  # noqa: E402
 
 SIZES = ((64, 64), (256, 256))
 SUPERSAMPLE = (1, 2)

@@ -26,7 +26,7 @@ from mirage_env.envs.rollout import RolloutSpec, run_rollout
 from mirage_env.geometry.camera import intrinsics_from_fov
 from mirage_env.geometry.camera_files import CameraSequence, save_geometry_npz
 from mirage_env.geometry.poses import euler_from_rotation
-from mirage_env.sim import Scene, render, sample_scene, start_pose
+from mirage_env.sim import render, sample_scene, start_pose
 from mirage_env.world import InitialView
 
 FAST = {"num_steps": 1}
