@@ -10,13 +10,10 @@ end), ``OUT/learning_curve.png`` and, unless ``--eval-seeds 0``, ``OUT/eval.json
 policy and the random one on held-out seeds (see agents/evaluate.py).
 
 Budget: training stops at ``--total-steps`` env steps or ``--time-limit-min`` minutes of training (counted across
-resumes), whichever comes first; the learning rate anneals linearly over whichever is nearer. Arithmetic for the
-defaults on the 2-core machine, measured with one torch thread while other jobs ran: a batched step of 8 worlds
-takes 0.47-0.59 s at a load of 2.5 and 0.55-1.0 s at a load of 4 (0.32 s on the idle machine with 2 threads, README);
-the update of 256 samples takes 0.2-0.6 s. An update (32 steps) thus takes 15-33 s, i.e. 8-17 env steps per second,
-and 60 minutes hold 110-240 updates = 29,000-61,000 env steps (600-1,300 episodes of 48 steps; about 87,000 steps
-on the idle machine). Hence the small network, a rollout of only 32 steps per world (many updates), a learning
-rate of 1e-3 and 8 minibatches: the samples are expensive and the update is cheap.
+resumes), whichever comes first; the learning rate anneals linearly over whichever is nearer. On a CPU a batched
+step of the world model costs far more than an update of the small network, so the defaults make the most of few
+samples: a small network, a rollout of only 32 steps per world (many updates), a learning rate of 1e-3 and 8
+minibatches. The step and update times and what 60 minutes hold: docs/agents.md, *The 60-minute run*.
 """
 
 from __future__ import annotations

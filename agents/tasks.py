@@ -6,9 +6,9 @@
 
 Both run ``MirageEnv/Keys-v0`` (``MultiDiscrete([3, 3, 3, 3])``) with :data:`ENV_DEFAULTS`: outdoor courtyards and
 0.2 m memory voxels. At 64x64 a latent cell spans about 0.15 m per metre of distance, so with the env's default
-5 cm voxels nearly every cell of a moved camera lands in a new voxel: a random agent then earns about 0.8 of the
-maximum reward of 1 per step, and no policy can earn 1.5x as much. 0.2 m voxels make the reward count newly seen
-surface. Any setting can be overridden.
+5 cm voxels nearly every cell of a moved camera lands in a new voxel: a random agent then earns most of the
+maximum reward of 1 per step, which leaves a better policy little room (docs/agents.md, *Tasks and env settings*).
+0.2 m voxels make the reward count newly seen surface. Any setting can be overridden.
 
 Seeds: a world of a vector env reset with seed ``s`` draws its scenes, start poses and goals from a generator
 seeded with ``s`` (the single env's ``reset(seed=s)`` uses the same generator). Evaluation resets with the

@@ -27,7 +27,7 @@ from measure import machine, pyplot, save
 
 from mirage_env.geometry.trajectories import orbit
 from mirage_env.models import from_preset
-from mirage_env.sim import Scene
+from mirage_env.sim import Scene, sample_scene
 from mirage_env.world import World, WorldConfig
 
 KINDS = {"latent": "bounded latent memory", "append": "append-only latent memory", "rgb": "RGB point-cloud cache"}
@@ -120,7 +120,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     model = from_preset("tiny")
-    scene = Scene.sample(args.seed, "outdoor")
+    scene = sample_scene(args.seed, "outdoor")
     poses = loop(scene, model.temporal_stride * args.segments // args.laps, args.laps)
     f = model.temporal_stride
     with torch.no_grad():

@@ -28,7 +28,7 @@ from mirage_env.memory.rgb_cache import RgbCacheConfig, RgbPointCache
 from mirage_env.models import from_preset, load_preset
 from mirage_env.models.presets import build_vae
 from mirage_env.models.wan import WanWorldModel
-from mirage_env.sim import Scene, render
+from mirage_env.sim import render, sample_scene, start_pose
 
 MIB = 1 << 20
 
@@ -49,8 +49,8 @@ def turn(start: torch.Tensor, n: int, degrees: float) -> torch.Tensor:
 
 def scene_frames(seed: int, hw: tuple[int, int], written: int, segment: int):
     """Frames [T, 3, H, W], depth [T, H, W] (sky 0) and poses of a full turn; K; the poses of the read segment."""
-    scene = Scene.sample(seed, "indoor")
-    start = scene.start_pose(seed)
+    scene = sample_scene(seed, "indoor")
+    start = start_pose(scene, seed)
     K = intrinsics_from_fov(70.0, hw)
     poses = turn(start, written + 1, 360.0)[:-1]
     out = render(scene, K, poses, hw)

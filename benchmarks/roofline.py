@@ -6,10 +6,10 @@ for N from 1e4 to 1e7 points, on the CPU and, when one is present, on the GPU.
 
 Traffic counted per call is the compulsory minimum: 12 bytes per point read (float32 xyz) plus 8 bytes per z-buffer
 pixel written. Copy bandwidth counts read + write bytes of a large ``torch`` tensor copy (``--copy-mib``) with the
-same thread count (``dst.copy_(src)`` runs on all of torch's threads, and on one thread it is at least as fast as
-glibc's memcpy here). It is measured before the sweep and again after every N, and the best of all these is the
-reference, so that a busy moment of a shared machine cannot lower it. Points are uniform in the cameras' view frustum
-(every point is drawn: the most z-buffer updates). Times are best-of ``--repeat`` (medians are kept in the JSON).
+same thread count (``dst.copy_(src)`` runs on all of torch's threads). It is measured before the sweep and again
+after every N, and the best of all these is the reference, so that a busy moment of a shared machine cannot lower
+it. Points are uniform in the cameras' view frustum (every point is drawn: the most z-buffer updates). Times are
+best-of ``--repeat`` (medians are kept in the JSON).
 With N = 1e6 the points (12 MB) may stay in a large last-level cache between calls; from 1e7 (120 MB) they come
 from DRAM. Writes results/roofline.{json,png}.
 """

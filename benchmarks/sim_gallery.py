@@ -2,7 +2,7 @@
 
     python benchmarks/sim_gallery.py --out gallery.png
 
-Each camera is placed by ``Scene.start_pose`` and turned towards one of the scene's movers.
+Each camera is placed by ``start_pose`` and turned towards one of the scene's movers.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from PIL import Image
 
 
 from mirage_env.geometry import intrinsics_from_fov, look_at  # noqa: E402
-from mirage_env.sim import Scene, render  # noqa: E402
+from mirage_env.sim import Scene, render, sample_scene, start_pose  # noqa: E402
 
 # Anchor colours of a viridis-like map, from near (0) to far (1).
 ANCHORS = np.array([[0.99, 0.91, 0.14], [0.37, 0.79, 0.38], [0.13, 0.57, 0.55], [0.23, 0.32, 0.55], [0.27, 0.0, 0.33]])
@@ -32,9 +32,9 @@ def colorize_depth(depth: np.ndarray, far: float = 30.0) -> np.ndarray:
 
 def view_with_mover(scene: Scene, seed: int, K: torch.Tensor, hw: tuple[int, int], time: float) -> torch.Tensor:
     """Of start poses turned towards a mover, the one showing the most moving pixels (a start pose if none)."""
-    best, best_pose = 0.0, scene.start_pose(seed)
+    best, best_pose = 0.0, start_pose(scene, seed)
     for k in range(20):
-        eye = scene.start_pose(seed * 1000 + k)[:3, 3]
+        eye = start_pose(scene, seed * 1000 + k)[:3, 3]
         for mover in scene.movers:
             target = mover.path.position(time)
             if np.linalg.norm(target - eye.numpy()) < 2.0:
@@ -58,7 +58,7 @@ def main() -> None:
     probe_K = intrinsics_from_fov(75.0, probe_hw)
     rows = []
     for kind, seed in [("indoor", 0), ("indoor", 1), ("indoor", 2), ("outdoor", 0), ("outdoor", 1)]:
-        scene = Scene.sample(seed, kind)
+        scene = sample_scene(seed, kind)
         pose = view_with_mover(scene, seed, probe_K, probe_hw, args.time)
         out = render(scene, K, pose, hw, time=args.time)
         mask = np.repeat(out.dynamic_mask[0].numpy()[..., None] * np.uint8(255), 3, axis=-1)

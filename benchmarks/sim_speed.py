@@ -3,7 +3,7 @@ per pixel (``supersample=1``: geometry only needs this) and with the default ant
 
     python benchmarks/sim_speed.py [--seeds 0 1 2] [--repeats 10]
 
-Prints the median over repeats for each scene (indoor and outdoor seeds, camera at ``Scene.start_pose(seed)``).
+Prints the median over repeats for each scene (indoor and outdoor seeds, camera at ``start_pose(scene, seed)``).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import torch
 
 
 from mirage_env.geometry import intrinsics_from_fov  # noqa: E402
-from mirage_env.sim import Scene, render  # noqa: E402
+from mirage_env.sim import render, sample_scene, start_pose  # noqa: E402
 
 SIZES = ((64, 64), (256, 256))
 SUPERSAMPLE = (1, 2)
@@ -31,8 +31,8 @@ def main() -> None:
     print(f"{'scene':<12} {'prims':>5} " + " ".join(f"{f'{h}x{w} ss{s} ms':>15}" for h, w in SIZES for s in SUPERSAMPLE))
     for kind in ("indoor", "outdoor"):
         for seed in args.seeds:
-            scene = Scene.sample(seed, kind)
-            pose = scene.start_pose(seed)
+            scene = sample_scene(seed, kind)
+            pose = start_pose(scene, seed)
             cells = []
             for hw in SIZES:
                 K = intrinsics_from_fov(70.0, hw)

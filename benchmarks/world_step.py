@@ -19,7 +19,7 @@ import torch
 
 from mirage_env.geometry.trajectories import from_velocities
 from mirage_env.models import from_preset
-from mirage_env.sim import Scene
+from mirage_env.sim import sample_scene, start_pose
 from mirage_env.world import World, WorldConfig
 
 STAGES = ("read", "denoise", "decode", "depth", "discard", "write")
@@ -27,8 +27,8 @@ STAGES = ("read", "denoise", "decode", "depth", "discard", "write")
 
 def run(world: World, steps: int) -> dict:
     for i in range(world.batch_size):
-        scene = Scene.sample(i, "indoor")
-        world.reset_in_scene(i, scene, scene.start_pose(i), seed=i)
+        scene = sample_scene(i, "indoor")
+        world.reset_in_scene(i, scene, start_pose(scene, i), seed=i)
     velocity = torch.tensor([[0.0, 0.0, 0.03, math.radians(3.0), 0.0, 0.0]] * world.frames_per_step)
     totals = dict.fromkeys(STAGES, 0.0)
     for step in range(steps + 1):

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from mirage_env.geometry.trajectories import from_velocities, loop_and_return
 from mirage_env.metrics import psnr, ssim
-from mirage_env.sim import Scene, render
+from mirage_env.sim import render, scene_by_seed, start_pose
 from mirage_env.video import to_uint8, to_unit
 from mirage_env.world import World
 
@@ -36,8 +36,8 @@ def revisit_episode(world: World, scene_seed: int, out_steps: int = 4, yaw_deg: 
     episode's metrics and its first and returned frames (uint8 [H, W, 3])."""
     if world.batch_size != 1:
         raise ValueError("the revisit protocol runs one world (batch_size=1)")
-    scene = Scene.by_seed(scene_seed)
-    pose = scene.start_pose(scene_seed)
+    scene = scene_by_seed(scene_seed)
+    pose = start_pose(scene, scene_seed)
     K, hw = world.default_intrinsics(), world.config.image_hw
     first = world.reset_in_scene(0, scene, pose, seed=scene_seed)
     velocity = torch.tensor([[0.0, 0.0, 0.0, math.radians(yaw_deg), 0.0, 0.0]] * world.frames_per_step * out_steps)

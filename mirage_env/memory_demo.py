@@ -8,7 +8,6 @@ the latent grid, so the read can be looked at directly. Frames: ground truth | m
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,10 +16,10 @@ import numpy as np
 import torch
 
 from mirage_env.geometry import intrinsics_from_fov, scale_intrinsics
-from mirage_env.geometry.trajectories import from_velocities, loop_and_return
+from mirage_env.geometry.trajectories import pan_path
 from mirage_env.memory import LatentSpatialMemory, MemoryConfig
 from mirage_env.memory.discard import discard_dynamic
-from mirage_env.sim import Scene, render
+from mirage_env.sim import render, sample_scene, start_pose
 from mirage_env.video import contact_sheet, write_png, write_video
 
 
@@ -36,17 +35,6 @@ class DemoConfig:
     voxel_size: float = 0.05
 
 
-def pan_path(scene: Scene, start: torch.Tensor, steps: int) -> torch.Tensor:
-    """Turn right while walking forward where the scene allows it, then come back the same way."""
-    outbound = [start]
-    for _ in range(steps // 2):
-        forward = from_velocities(outbound[-1], torch.tensor([[0.0, 0.0, 0.08, math.radians(6.0), 0.0, 0.0]]))[-1]
-        if not scene.segment_is_free(outbound[-1][:3, 3].numpy(), forward[:3, 3].numpy(), 0.2):
-            forward = from_velocities(outbound[-1], torch.tensor([[0.0, 0.0, 0.0, math.radians(6.0), 0.0, 0.0]]))[-1]
-        outbound.append(forward)
-    return loop_and_return(torch.stack(outbound))
-
-
 def _pool_colours(rgb: torch.Tensor, stride: int) -> torch.Tensor:
     """uint8 [T, H, W, 3] -> float latents [T, 3, H / stride, W / stride] in [0, 1]."""
     x = rgb.permute(0, 3, 1, 2).float() / 255.0
@@ -60,12 +48,12 @@ def _to_image(latents: torch.Tensor, size: int) -> np.ndarray:
 
 def run_memory_demo(config: DemoConfig, out: Path) -> dict:
     """Run the demo, write ``out`` (mp4 or gif), a contact sheet PNG and a metrics JSON beside it."""
-    scene = Scene.sample(config.seed, config.kind)
+    scene = sample_scene(config.seed, config.kind)
     hw, latent = (config.size, config.size), config.size // config.stride
     K = intrinsics_from_fov(config.fov_deg, hw)
     K_lat = scale_intrinsics(K, hw, (latent, latent))
     memory = LatentSpatialMemory(MemoryConfig(feature_dim=3, voxel_size=config.voxel_size))
-    poses = pan_path(scene, scene.start_pose(config.seed), config.steps)
+    poses = pan_path(scene, start_pose(scene, config.seed), config.steps)
     frames, metrics = [], []
     for i, pose in enumerate(poses):
         view = render(scene, K, pose, hw, time=i / config.fps)

@@ -12,7 +12,7 @@ from mirage_env.geometry import backproject_depth, intrinsics_from_fov, project_
 from mirage_env.geometry.trajectories import from_velocities
 from mirage_env.memory import LatentSpatialMemory, MemoryConfig
 from mirage_env.memory.discard import DiscardConfig, discard_dynamic
-from mirage_env.sim import Mover, Path, Scene, render
+from mirage_env.sim import Mover, Path, Scene, render, sample_scene, start_pose
 from mirage_env.sim.textures import Material
 
 HW = (48, 48)
@@ -20,8 +20,8 @@ K = intrinsics_from_fov(70.0, HW)
 
 
 def static_scene(seed: int, kind: str = "indoor") -> tuple[Scene, torch.Tensor]:
-    scene = Scene.sample(seed, kind, n_movers=0)
-    return scene, scene.start_pose(seed)
+    scene = sample_scene(seed, kind, n_movers=0)
+    return scene, start_pose(scene, seed)
 
 
 def memory_of_view(scene: Scene, pose: torch.Tensor, voxel_size: float = 0.01) -> LatentSpatialMemory:

@@ -21,12 +21,12 @@ import mirage_env.envs
 from mirage_env.cli import main
 from mirage_env.envs import ENV_IDS, CameraVectorEnv, LatentObservation, LatentVectorObservation
 from mirage_env.envs.actions import parse_keys
-from mirage_env.envs.collision import memory_segment_is_free
+from mirage_env.envs.move_check import memory_segment_is_free
 from mirage_env.envs.rollout import RolloutSpec, run_rollout
 from mirage_env.geometry.camera import intrinsics_from_fov
 from mirage_env.geometry.camera_files import CameraSequence, save_geometry_npz
 from mirage_env.geometry.poses import euler_from_rotation
-from mirage_env.sim import Scene, render
+from mirage_env.sim import render, sample_scene, start_pose
 from mirage_env.world import InitialView
 
 FAST = {"num_steps": 1}
@@ -174,8 +174,8 @@ def test_key_scripts():
 
 # ---------------------------------------------------------------------- reset options and rewards
 def _view(seed: int, hw: tuple[int, int]) -> InitialView:
-    scene = Scene.sample(seed, "indoor")
-    pose = scene.start_pose(seed)
+    scene = sample_scene(seed, "indoor")
+    pose = start_pose(scene, seed)
     K = intrinsics_from_fov(70.0, hw)
     out = render(scene, K, pose, hw)
     return InitialView(out.rgb[0], out.depth[0], K, pose)
@@ -199,7 +199,7 @@ def test_reset_from_a_user_view_a_geometry_npz_and_a_scene_with_pose(tmp_path):
     with pytest.raises(ValueError, match="frames"):
         env.reset(options={"geometry_npz": str(tmp_path / "no_frames.npz")})
 
-    scene = Scene.sample(7, "indoor")
+    scene = sample_scene(7, "indoor")
     obs, _ = env.reset(options={"scene": scene, "pose": view.c2w})
     assert env.unwrapped.scene is scene and np.allclose(obs["pose"], view.c2w[:3].numpy().reshape(12), atol=1e-6)
     for options, message in (({"typo": 1}, "unknown reset options"), ({"view": view, "scene": scene}, "exclusive"),

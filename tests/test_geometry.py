@@ -22,7 +22,7 @@ from mirage_env.geometry.camera_files import (
     load_realestate10k,
     save_geometry_npz,
 )
-from mirage_env.geometry.trajectories import from_velocities, loop_and_return, orbit, straight
+from mirage_env.geometry.trajectories import from_velocities, loop_and_return, orbit, pan_path, straight
 
 
 def test_scale_intrinsics_keeps_pixel_footprints_aligned():
@@ -114,6 +114,28 @@ def test_straight_and_loop_and_return():
     assert torch.allclose(path[-1, :3, 3], torch.tensor([0.0, 0.0, 2.0], dtype=torch.float64))
     loop = loop_and_return(path)
     assert loop.shape[0] == 9 and torch.equal(loop[0], loop[-1]) and torch.equal(loop[4], path[-1])
+
+
+class _WallAhead:
+    """Obstacles for :func:`pan_path`: every move that ends beyond z = ``wall_z`` is blocked."""
+
+    def __init__(self, wall_z: float) -> None:
+        self.wall_z = wall_z
+
+    def segment_is_free(self, p0, p1, radius: float) -> bool:
+        return p1[2] + radius <= self.wall_z
+
+
+def test_pan_path_walks_where_free_turns_where_blocked_and_comes_back():
+    start = torch.eye(4, dtype=torch.float64)
+    free, walled = pan_path(_WallAhead(math.inf), start, 8), pan_path(_WallAhead(0.0), start, 8)
+    assert free.shape == walled.shape == (9, 4, 4)
+    assert torch.equal(free[0], start) and torch.equal(free[-1], start) and torch.equal(walled[-1], start)
+    assert math.isclose(float(free[1, 2, 3]), 0.08, rel_tol=1e-6)  # forward, then turned right
+    assert torch.equal(walled[:, :3, 3], torch.zeros(9, 3, dtype=torch.float64))  # blocked: turns on the spot
+    assert torch.allclose(walled[:, :3, :3], free[:, :3, :3])
+    yaw = [math.degrees(float(euler_from_rotation(pose[:3, :3])[0])) for pose in walled[:5]]
+    assert yaw == pytest.approx([0.0, 6.0, 12.0, 18.0, 24.0])
 
 
 def test_from_velocities():

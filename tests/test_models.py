@@ -360,10 +360,10 @@ def test_monocular_depth_from_a_local_random_model(monocular_dir):
 
 def test_simulator_depth_renders_the_scene():
     from mirage_env.geometry.camera import intrinsics_from_fov
-    from mirage_env.sim import Scene, render
+    from mirage_env.sim import render, sample_scene, start_pose
 
-    scene = Scene.sample(0)
-    c2w = scene.start_pose(0)
+    scene = sample_scene(0)
+    c2w = start_pose(scene, 0)
     K = intrinsics_from_fov(90.0, (12, 16))
     cameras = Cameras(K.expand(1, 2, 3, 3), c2w.expand(1, 2, 4, 4), torch.tensor([[0.0, 0.5]]))
     depth = SimulatorDepth(scene)(torch.zeros(1, 2, 3, 12, 16), cameras=cameras)

@@ -11,7 +11,7 @@ from mirage_env.memory import LatentSpatialMemory, MemoryConfig
 from mirage_env.memory.append_only import AppendOnlyLatentMemory
 from mirage_env.memory.rgb_cache import POINT_BYTES, RgbCacheConfig, RgbPointCache
 from mirage_env.models import from_preset
-from mirage_env.sim import Scene, render
+from mirage_env.sim import render, sample_scene, start_pose
 from mirage_env.world import World, WorldConfig
 
 HW = (64, 64)
@@ -25,8 +25,8 @@ def model():
 @pytest.fixture(scope="module")
 def view():
     """A simulated frame: image [1, 3, H, W] in [-1, 1], depth [1, H, W] (sky -> 0), K [3, 3], pose [4, 4]."""
-    scene = Scene.sample(3, "outdoor")
-    pose = scene.start_pose(3)
+    scene = sample_scene(3, "outdoor")
+    pose = start_pose(scene, 3)
     K = intrinsics_from_fov(70.0, HW)
     out = render(scene, K, pose, HW)
     image = out.rgb.permute(0, 3, 1, 2).float() / 127.5 - 1
@@ -106,8 +106,8 @@ def test_append_only_grows_where_the_bounded_memory_does_not(view):
 @pytest.mark.parametrize("kind", ["latent", "append", "rgb"])
 def test_the_world_runs_with_every_memory_kind(model, kind):
     world = World(model, WorldConfig(memory=kind, num_steps=1), batch_size=1)
-    scene = Scene.sample(1, "indoor")
-    world.reset_in_scene(0, scene, scene.start_pose(1), seed=0)
+    scene = sample_scene(1, "indoor")
+    world.reset_in_scene(0, scene, start_pose(scene, 1), seed=0)
     size = len(world.memory(0))
     velocity = torch.tensor([[0.0, 0.0, 0.05, math.radians(5.0), 0.0, 0.0]] * world.frames_per_step)
     for _ in range(2):

@@ -13,7 +13,19 @@ from mirage_env.geometry import (
     pose_from_euler,
     scale_intrinsics,
 )
-from mirage_env.sim import Box, Capsule, Material, Mover, Path, Plane, Scene, render, render_depth
+from mirage_env.sim import (
+    Box,
+    Capsule,
+    Material,
+    Mover,
+    Path,
+    Plane,
+    Scene,
+    render,
+    render_depth,
+    sample_scene,
+    start_pose,
+)
 from mirage_env.sim.textures import TEXTURES, albedo, seed_offset
 
 HW = (24, 32)
@@ -23,12 +35,12 @@ GREY = Material("checker", (0.6, 0.6, 0.6), (0.3, 0.3, 0.3), 0.5, 7)
 
 @pytest.fixture(scope="module")
 def indoor() -> Scene:
-    return Scene.sample(3, "indoor")
+    return sample_scene(3, "indoor")
 
 
 @pytest.fixture(scope="module")
 def outdoor() -> Scene:
-    return Scene.sample(4, "outdoor")
+    return sample_scene(4, "outdoor")
 
 
 FIELDS = ("rgb", "depth", "dynamic_mask", "sky_mask", "object_id")
@@ -49,7 +61,7 @@ def _toy_scene(movers=()) -> Scene:
 def _facing_mover(scene: Scene, time: float) -> torch.Tensor:
     """A start pose turned towards the first mover from which it is visible."""
     for k in range(50):
-        eye = scene.start_pose(k)[:3, 3]
+        eye = start_pose(scene, k)[:3, 3]
         for mover in scene.movers:
             target = mover.path.position(time)
             if np.linalg.norm(target - eye.numpy()) > 1.5:
@@ -61,20 +73,20 @@ def _facing_mover(scene: Scene, time: float) -> torch.Tensor:
 
 @pytest.mark.parametrize("kind", ["indoor", "outdoor"])
 def test_sampling_and_rendering_are_deterministic(kind):
-    a, b = Scene.sample(11, kind), Scene.sample(11, kind)
+    a, b = sample_scene(11, kind), sample_scene(11, kind)
     assert a.to_json() == b.to_json()
-    assert a.to_json() != Scene.sample(12, kind).to_json()
-    pose = a.start_pose(5)
-    assert torch.equal(pose, b.start_pose(5))
+    assert a.to_json() != sample_scene(12, kind).to_json()
+    pose = start_pose(a, 5)
+    assert torch.equal(pose, start_pose(b, 5))
     assert _same(render(a, K, pose, HW, 0.7), render(b, K, pose, HW, 0.7))
 
 
 @pytest.mark.parametrize("kind", ["indoor", "outdoor"])
 def test_json_round_trip_is_exact(kind):
-    scene = Scene.sample(5, kind)
+    scene = sample_scene(5, kind)
     back = Scene.from_json(scene.to_json())
     assert back == scene and back.to_json() == scene.to_json()
-    pose = scene.start_pose(1)
+    pose = start_pose(scene, 1)
     assert _same(render(scene, K, pose, HW, 1.3), render(back, K, pose, HW, 1.3))
 
 
@@ -102,7 +114,7 @@ def test_depth_is_exact_ray_plane_and_ray_box_intersection():
 
 
 def test_floor_pixels_of_a_sampled_scene_lie_on_the_floor(indoor):
-    pose = indoor.start_pose(2)
+    pose = start_pose(indoor, 2)
     pose = pose_from_euler(pose[:3, 3], *torch.tensor([0.3, -0.6, 0.0], dtype=torch.float64))  # look down
     out = render(indoor, K, pose, HW)
     points = backproject_depth(out.depth, K, pose)[0].double()
@@ -116,7 +128,7 @@ def test_floor_pixels_of_a_sampled_scene_lie_on_the_floor(indoor):
 def test_sky_only_outdoors_and_masks_agree(indoor, outdoor):
     for scene, has_sky in ((indoor, False), (outdoor, True)):
         for k in range(4):
-            pose = scene.start_pose(k)
+            pose = start_pose(scene, k)
             up = pose_from_euler(pose[:3, 3], *torch.tensor([0.5 * k, 1.2, 0.0], dtype=torch.float64))
             out = render(scene, K, torch.stack([pose, up]), HW)
             assert torch.equal(out.sky_mask, torch.isinf(out.depth))
@@ -169,7 +181,7 @@ def test_paths_are_periodic_closed_form():
 
 def test_texture_is_fixed_to_the_surface(indoor):
     """The same 3D point seen from two cameras gets the same colour (lighting depends only on the normal)."""
-    pose = indoor.start_pose(7)
+    pose = start_pose(indoor, 7)
     out = render(indoor, K, pose, HW, supersample=1)  # colour of the pixel-centre ray
     points = backproject_depth(out.depth, K, pose)[0].double().reshape(-1, 3)
     ids = out.object_id[0].reshape(-1)
@@ -249,12 +261,12 @@ def test_sampled_walls_block_and_start_poses_are_free(indoor):
         a[axis], b[axis] = lo[axis] - 0.3, hi[axis] + 0.3
         assert not indoor.segment_is_free(a, b)
     for k in range(5):
-        pose = indoor.start_pose(k)
+        pose = start_pose(indoor, k)
         assert indoor.is_free(pose[:3, 3].numpy(), radius=0.3)
 
 
 def test_batched_render_equals_single_renders(outdoor):
-    poses = torch.stack([outdoor.start_pose(k) for k in range(3)])
+    poses = torch.stack([start_pose(outdoor, k) for k in range(3)])
     Ks = torch.stack([intrinsics_from_fov(fov, HW) for fov in (60.0, 75.0, 90.0)])
     times = torch.tensor([0.0, 0.4, 2.5])
     batch = render(outdoor, Ks, poses, HW, times)
@@ -266,7 +278,7 @@ def test_batched_render_equals_single_renders(outdoor):
 
 def test_depth_only_render_is_the_full_renders_depth(indoor, outdoor):
     for scene in (indoor, outdoor):
-        poses = torch.stack([scene.start_pose(k) for k in range(2)])
+        poses = torch.stack([start_pose(scene, k) for k in range(2)])
         times = torch.tensor([0.0, 1.5])
         assert torch.equal(render_depth(scene, K, poses, HW, times), render(scene, K, poses, HW, times).depth)
     with pytest.raises(ValueError):
@@ -277,7 +289,7 @@ def test_tiled_and_per_primitive_visibility_agree(indoor, outdoor, monkeypatch):
     from mirage_env.sim import renderer
 
     for scene in (indoor, outdoor):
-        poses = torch.stack([scene.start_pose(k) for k in range(3)])
+        poses = torch.stack([start_pose(scene, k) for k in range(3)])
         monkeypatch.setattr(renderer, "TEST_OVERHEAD", 0)  # per-primitive rectangles
         one_by_one = render(scene, K, poses, HW, 0.5)
         monkeypatch.setattr(renderer, "TEST_OVERHEAD", 10**12)  # batched per tile
@@ -285,7 +297,7 @@ def test_tiled_and_per_primitive_visibility_agree(indoor, outdoor, monkeypatch):
 
 
 def test_bad_inputs_raise(outdoor):
-    pose = outdoor.start_pose(0)
+    pose = start_pose(outdoor, 0)
     nan_pose = pose.clone()
     nan_pose[0, 3] = math.nan
     singular = pose.clone()
@@ -307,7 +319,7 @@ def test_bad_inputs_raise(outdoor):
     with pytest.raises(ValueError):
         outdoor.is_free((0.0, math.nan, 0.0))
     with pytest.raises(ValueError):
-        Scene.sample(0, "underwater")
+        sample_scene(0, "underwater")
 
 
 def test_movers_stay_in_their_area_and_on_the_floor(indoor, outdoor):

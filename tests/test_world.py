@@ -8,7 +8,7 @@ import torch
 from mirage_env.geometry.trajectories import from_velocities
 from mirage_env.models import from_preset
 from mirage_env.models.depth import SimulatorDepth
-from mirage_env.sim import Scene
+from mirage_env.sim import Scene, sample_scene, start_pose
 from mirage_env.world import InitialView, KeyframeStore, World, WorldConfig
 
 
@@ -18,8 +18,8 @@ def model():
 
 
 def start(world: World, index: int, seed: int) -> Scene:
-    scene = Scene.sample(seed, "indoor")
-    world.reset_in_scene(index, scene, scene.start_pose(seed), seed)
+    scene = sample_scene(seed, "indoor")
+    world.reset_in_scene(index, scene, start_pose(scene, seed), seed)
     return scene
 
 

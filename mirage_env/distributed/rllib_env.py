@@ -23,7 +23,7 @@ from gymnasium.wrappers.vector import TransformObservation
 from ray.tune.registry import register_env
 
 import mirage_env.envs  # noqa: F401  (registers the ids)
-from mirage_env.distributed.vector_env import RayVectorEnv
+from mirage_env.distributed.ray_vector_env import RayVectorEnv
 
 DROPPED_INFOS = ("frames", "latent")
 

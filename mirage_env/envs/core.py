@@ -30,7 +30,7 @@ import torch
 
 from mirage_env.envs import observations
 from mirage_env.envs.actions import ActionScale, heading_to_camera, make_actions
-from mirage_env.envs.collision import segment_is_free
+from mirage_env.envs.move_check import segment_is_free
 from mirage_env.envs.model_cache import shared_model
 from mirage_env.envs.rewards import Reward, Transition, make_reward
 from mirage_env.envs.starts import SCENE_KINDS, Start, make_start

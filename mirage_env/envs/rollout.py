@@ -24,8 +24,7 @@ from tqdm import tqdm
 from mirage_env.envs.actions import parse_keys
 from mirage_env.envs.camera_env import CameraEnv
 from mirage_env.geometry.camera_files import load_geometry_npz
-from mirage_env.geometry.trajectories import orbit
-from mirage_env.memory_demo import pan_path
+from mirage_env.geometry.trajectories import orbit, pan_path
 from mirage_env.video import check_video_path, contact_sheet, write_png, write_video
 
 DRIVES = ("loop", "orbit", "file", "keys", "random", "policy")

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from mirage_env.geometry.camera import scale_intrinsics
 from mirage_env.geometry.camera_files import load_geometry_npz
 from mirage_env.geometry.checks import check_poses
-from mirage_env.sim import Scene, render
+from mirage_env.sim import Scene, render, sample_scene, start_pose
 from mirage_env.sim.scene import KINDS
 from mirage_env.world import InitialView
 
@@ -50,7 +50,7 @@ def scene_start(scene: Scene, K: torch.Tensor, hw: tuple[int, int], pose: torch.
                 rng: np.random.Generator) -> Start:
     """Render the start view of ``scene`` at ``pose`` (default: a free pose drawn from ``rng``)."""
     if pose is None:
-        pose = scene.start_pose(rng)
+        pose = start_pose(scene, rng)
     else:
         pose = torch.as_tensor(pose, dtype=torch.float64)
         check_poses(pose, "pose")
@@ -85,7 +85,7 @@ def make_start(options: dict, K: torch.Tensor, hw: tuple[int, int], kind: str, r
     if scene is None:
         if kind == "any":
             kind = KINDS[int(rng.integers(len(KINDS)))]
-        scene = Scene.sample(int(rng.integers(2**31)), kind)
+        scene = sample_scene(int(rng.integers(2**31)), kind)
     elif not isinstance(scene, Scene):
         raise ValueError(f"options['scene'] must be a mirage_env.sim.Scene, got {type(scene).__name__}")
     return scene_start(scene, K, hw, options.get("pose"), rng)

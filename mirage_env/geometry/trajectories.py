@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Protocol
 
 import torch
 
@@ -47,6 +48,27 @@ def from_velocities(start: torch.Tensor, velocities: torch.Tensor, dt: float = 1
     for v in velocities.to(torch.float64):
         poses.append(integrate_velocity(poses[-1], v, dt, max_pitch))
     return torch.stack(poses)
+
+
+class Obstacles(Protocol):
+    """What :func:`pan_path` needs of a scene (e.g. :class:`mirage_env.sim.Scene`): a collision query for moves."""
+
+    def segment_is_free(self, p0, p1, radius: float) -> bool: ...
+
+
+def pan_path(scene: Obstacles, start: torch.Tensor, steps: int) -> torch.Tensor:
+    """Turn right while walking forward where ``scene`` allows it, then come back the same way.
+
+    ``steps // 2`` outbound poses after ``start`` (0.08 m forward and 6 degrees right each, or only the turn where a
+    0.2 m ball could not make the move), then :func:`loop_and_return`.
+    """
+    outbound = [start]
+    for _ in range(steps // 2):
+        forward = from_velocities(outbound[-1], torch.tensor([[0.0, 0.0, 0.08, math.radians(6.0), 0.0, 0.0]]))[-1]
+        if not scene.segment_is_free(outbound[-1][:3, 3].numpy(), forward[:3, 3].numpy(), 0.2):
+            forward = from_velocities(outbound[-1], torch.tensor([[0.0, 0.0, 0.0, math.radians(6.0), 0.0, 0.0]]))[-1]
+        outbound.append(forward)
+    return loop_and_return(torch.stack(outbound))
 
 
 def loop_and_return(outbound: torch.Tensor) -> torch.Tensor:

@@ -11,10 +11,10 @@ import math
 
 import numpy as np
 
-from mirage_env.sim.collision import segment_free
 from mirage_env.sim.motion import SHAPES, Mover, Path
 from mirage_env.sim.primitives import Box, Capsule, Plane
 from mirage_env.sim.scene import KINDS, Area, Scene, sample_area
+from mirage_env.sim.swept_box import segment_free
 from mirage_env.sim.textures import Material, Vec3
 
 WALL = 0.2  # wall thickness
@@ -253,6 +253,17 @@ def _path_is_clear(scene: Scene, mover: Mover) -> bool:
     p = mover.path.position(np.linspace(0.0, mover.path.period, 49))
     lo_off, hi_off = mover.offsets()
     return all(segment_free(*scene.obstacles, p[i], p[i + 1], lo_off, hi_off) for i in range(len(p) - 1))
+
+
+def sample_scene(seed: int, kind: str = "indoor", n_movers: int = 3) -> Scene:
+    """A random scene, deterministic for ``seed`` (numpy ``Generator(seed)``)."""
+    return generate(np.random.default_rng(seed), kind, n_movers)
+
+
+def scene_by_seed(seed: int) -> Scene:
+    """``sample_scene(seed, kind)`` with the kind alternating with the seed (even indoor, odd outdoor): the scene
+    numbering of training clips and evaluations."""
+    return sample_scene(seed, KINDS[seed % 2])
 
 
 def generate(rng: np.random.Generator, kind: str, n_movers: int) -> Scene:

@@ -303,7 +303,7 @@ def render(scene: Scene, K: torch.Tensor, c2w: torch.Tensor, hw: tuple[int, int]
 
 def render_depth(scene: Scene, K: torch.Tensor, c2w: torch.Tensor, hw: tuple[int, int],
                  time: float | torch.Tensor = 0.0) -> torch.Tensor:
-    """Z-depth [B, h, w] (inf = sky) of B cameras, equal to ``render(...).depth`` without shading any pixel
-    (about 40 % cheaper at 64x64). Arguments and errors as :func:`render`."""
+    """Z-depth [B, h, w] (inf = sky) of B cameras, equal to ``render(...).depth`` without texturing or shading any
+    pixel. Arguments and errors as :func:`render`."""
     cameras, hw = _cameras(K, c2w, hw, time)
     return torch.stack([_shade(scene, k, pose, hw, t, colour=False)[1].reshape(hw) for k, pose, t in cameras])

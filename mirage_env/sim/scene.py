@@ -1,7 +1,8 @@
 """The :class:`Scene`: static primitives, moving objects, sky and light, with JSON I/O and collision queries.
 
 Object ids (as rendered in ``RenderOutput.object_id``) are stable: boxes, then capsules, then planes, then one id per
-mover. World y points down (up is -y); floors sit at ``y = 0``.
+mover. World y points down (up is -y); floors sit at ``y = 0``. Random scenes come from :mod:`mirage_env.sim.generate`,
+camera start poses from :mod:`mirage_env.sim.placement`.
 """
 
 from __future__ import annotations
@@ -16,11 +17,9 @@ from functools import cached_property
 import numpy as np
 import torch
 
-from mirage_env.geometry.camera import intrinsics_from_fov
-from mirage_env.geometry.poses import pose_from_euler
-from mirage_env.sim.collision import segment_free
 from mirage_env.sim.motion import Mover
 from mirage_env.sim.primitives import Box, Capsule, Plane, aabb
+from mirage_env.sim.swept_box import segment_free
 from mirage_env.sim.textures import TEXTURES, Vec3, seed_offset
 
 KINDS = ("indoor", "outdoor")
@@ -75,19 +74,6 @@ class Scene:
             raise ValueError(f"light_dir must be a unit vector, got {self.light_dir}")
         if not self.areas:
             raise ValueError("a scene needs at least one walkable area")
-
-    @staticmethod
-    def sample(seed: int, kind: str = "indoor", n_movers: int = 3) -> Scene:
-        """A random scene, deterministic for ``seed`` (numpy ``Generator(seed)``)."""
-        from mirage_env.sim.generate import generate
-
-        return generate(np.random.default_rng(seed), kind, n_movers)
-
-    @staticmethod
-    def by_seed(seed: int) -> Scene:
-        """``Scene.sample(seed, kind)`` with the kind alternating with the seed (even indoor, odd outdoor): the scene
-        numbering of training clips and evaluations."""
-        return Scene.sample(seed, KINDS[seed % 2])
 
     def to_json(self) -> str:
         """JSON text; :meth:`from_json` restores an equal scene (floats round-trip exactly)."""
@@ -160,27 +146,6 @@ class Scene:
     def is_free(self, position, radius: float = 0.1) -> bool:
         """Whether a ball of ``radius`` (as a cube) at ``position`` is inside the bounds, clear of static geometry."""
         return self.segment_is_free(position, position, radius)
-
-    def start_pose(self, rng: int | np.random.Generator | None = None, clearance: float = 0.3) -> torch.Tensor:
-        """A free camera-to-world pose [4, 4] (float64) at eye height in a walkable area, facing across the area
-        towards geometry at least 2 m away (checked with a small probe render)."""
-        from mirage_env.sim.renderer import render
-
-        rng = np.random.default_rng(rng)
-        probe_hw = (12, 16)
-        K = intrinsics_from_fov(70.0, probe_hw)
-        for _ in range(200):
-            x0, z0, x1, z1 = sample_area(rng, self.areas)
-            (x, tx), (z, tz) = rng.uniform(x0, x1, 2), rng.uniform(z0, z1, 2)
-            position = (x, -rng.uniform(1.2, 1.8), z)
-            if math.hypot(tx - x, tz - z) < 1.0 or not self.is_free(position, clearance):
-                continue
-            angles = torch.tensor([math.atan2(tx - x, tz - z), rng.uniform(-0.3, 0.05), 0.0], dtype=torch.float64)
-            pose = pose_from_euler(torch.tensor(position, dtype=torch.float64), *angles)
-            depth = render(self, K, pose, probe_hw, supersample=1).depth[0]
-            if depth[3:9, 4:12].median() >= 2.0 and depth.isinf().float().mean() <= (0.5 if self.sky else 0.0):
-                return pose
-        raise RuntimeError("start_pose: found no free camera pose with a view after 200 tries")
 
 
 def sample_area(rng: np.random.Generator, areas: tuple[Area, ...] | list[Area]) -> Area:

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from mirage_env.geometry import integrate_velocity, intrinsics_from_fov
-from mirage_env.sim import Scene, render
+from mirage_env.sim import Scene, render, scene_by_seed, start_pose
 from mirage_env.video import to_unit
 
 
@@ -74,8 +74,8 @@ def sample_clip(index: int, config: ClipConfig = ClipConfig(), seed: int = 0) ->
     """The clip with this index (deterministic)."""
     rng = np.random.default_rng((seed, index))
     scene_seed = config.first_scene + int(rng.integers(config.scenes))
-    scene = Scene.by_seed(scene_seed)
-    poses = camera_path(scene, scene.start_pose(rng), config.frames, rng, config)
+    scene = scene_by_seed(scene_seed)
+    poses = camera_path(scene, start_pose(scene, rng), config.frames, rng, config)
     K = intrinsics_from_fov(config.fov_deg, config.hw)
     times = torch.tensor(rng.uniform(0.0, 10.0) + np.arange(config.frames) / config.fps)
     view = render(scene, K, poses, config.hw, time=times)

@@ -3,7 +3,7 @@
 * ``dit``: the DiT and the memory branch together (only for the tiny preset, which has no pretrained base: the
   analogue of Wan's pre-training). The branch trains from the start because the memory read is the only way the
   camera reaches the model: a DiT pre-trained without it learns to continue the first latent and ignore the
-  camera, which a frozen-DiT branch fine-tune cannot undo (measured: 0.4 dB revisit gain from the memory);
+  camera, which a frozen-DiT branch fine-tune cannot undo (README, *Training*);
 * ``addon``: Mirage stage 1, the memory branch (and its null context) with the DiT frozen;
 * ``lora``: Mirage stage 2, LoRA adapters on the DiT (added when missing) with the branch frozen;
 * ``both``: the branch and LoRA together.
