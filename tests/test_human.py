@@ -1,6 +1,8 @@
-"""render_mode="human" (a pygame window, on SDL's dummy video driver here: see conftest.py) and the errors where no
-window can open."""
+"""render_mode="human" (a pygame window, on SDL's dummy video driver here: see conftest.py), the errors where no
+window can open, and ``mirage-env play --interactive`` (keys from the window, a terminal or a pipe)."""
 
+import json
+import os
 import sys
 
 import gymnasium as gym
@@ -10,7 +12,11 @@ from gymnasium.error import DependencyNotInstalled
 
 import mirage_env.envs
 from mirage_env.envs import ENV_IDS, CameraVectorEnv
+from mirage_env.cli import main
 from mirage_env.envs import camera_env as camera_env_module
+from mirage_env.envs.actions import parse_keys
+from mirage_env.envs.keyboard import key_actions, play_interactive, terminal_keys
+from mirage_env.envs.rollout import RolloutSpec
 from mirage_env.envs.window import WINDOW_PX, NoDisplayError
 
 CAMERA, KEYS = ENV_IDS
@@ -90,3 +96,88 @@ def test_the_human_vector_env_tiles_its_worlds_in_one_window():
     assert envs.render() is None
     envs.close()
     assert not envs.window.is_open
+
+
+# ---------------------------------------------------------------------- mirage-env play --interactive
+def pipe_of(data: bytes) -> int:
+    """A file descriptor that reads ``data`` and then the end of the input."""
+    read, write = os.pipe()
+    os.write(write, data)
+    os.close(write)
+    return read
+
+
+@pytest.fixture
+def stdin(monkeypatch):
+    """``stdin(data)`` makes ``sys.stdin`` a pipe that reads ``data``."""
+    opened = []
+
+    def feed(data: bytes) -> None:
+        opened.append(open(pipe_of(data)))
+        monkeypatch.setattr(sys, "stdin", opened[-1])
+
+    yield feed
+    for stream in opened:
+        stream.close()
+
+
+def test_each_action_key_is_one_step_until_q():
+    keys = iter("wx.l\nqd")
+    assert [a.tolist() for a in key_actions(lambda: next(keys))] == [parse_keys(k)[0].tolist() for k in "w.l"]
+
+
+def test_a_terminal_reads_keys_without_enter_or_echo_and_is_restored():
+    termios = pytest.importorskip("termios")
+    master, slave = os.openpty()
+    with os.fdopen(slave) as stream:
+        before = termios.tcgetattr(slave)
+        with terminal_keys(stream) as read_key:
+            flags = termios.tcgetattr(slave)[3]
+            assert not flags & termios.ICANON and not flags & termios.ECHO  # cbreak: key by key, no echo
+            os.write(master, b"wl")
+            assert (read_key(), read_key()) == ("w", "l")
+        assert termios.tcgetattr(slave) == before
+    os.close(master)
+
+
+def test_piped_keys_end_with_the_input():
+    with open(pipe_of(b"w.")) as stream, terminal_keys(stream) as read_key:
+        assert [read_key() for _ in range(3)] == ["w", ".", "q"]
+
+
+def per_step(path) -> list[dict]:
+    return [{k: v for k, v in r.items() if k != "timings_ms"} for r in json.loads(path.read_text())["per_step"]]
+
+
+def test_interactive_play_from_the_terminal_equals_the_key_script(tmp_path, stdin, no_display):
+    stdin(b"w?l\nd.q")
+    main(["play", "--interactive", "--num-steps", "1", "--out", str(tmp_path / "live.gif"), "--no-progress"])
+    main(["play", "w l d .", "--num-steps", "1", "--out", str(tmp_path / "script.gif"), "--no-progress"])
+    live = json.loads((tmp_path / "live.json").read_text())
+    assert live["spec"]["drive"] == "interactive" and live["steps"] == 4 and live["frames"] == 1 + 4 * 4
+    assert per_step(tmp_path / "live.json") == per_step(tmp_path / "script.json")
+    assert (tmp_path / "live.gif").read_bytes() == (tmp_path / "script.gif").read_bytes()
+
+
+def test_interactive_play_reads_keys_in_the_window_until_it_is_closed(tmp_path):
+    pygame = pytest.importorskip("pygame")
+    pygame.display.init()  # the queue takes events once the display is up; the window opens on it
+    for key in "wxl":
+        pygame.event.post(pygame.event.Event(pygame.KEYDOWN, unicode=key, key=0))
+    pygame.event.post(pygame.event.Event(pygame.QUIT))
+    spec = RolloutSpec(drive="interactive", out=str(tmp_path / "play.mp4"), progress=False)
+    metrics = play_interactive({"num_steps": 1}, spec)
+    assert metrics["steps"] == 2 and metrics["env"]["action_mode"] == "keys"
+    assert (tmp_path / "play.mp4").stat().st_size > 0 and not pygame.display.get_init()  # closed at the end
+
+
+def test_play_takes_a_script_or_interactive_and_quitting_at_once_writes_nothing(tmp_path, stdin, no_display,
+                                                                                capsys):
+    for argv in (["play"], ["play", "w", "--interactive"]):
+        with pytest.raises(SystemExit):
+            main([*argv, "--out", str(tmp_path / "x.gif")])
+        assert "a key script or --interactive" in capsys.readouterr().err
+    stdin(b"q")
+    with pytest.raises(SystemExit):
+        main(["play", "--interactive", "--num-steps", "1", "--out", str(tmp_path / "q.gif"), "--no-progress"])
+    assert "ended before its first step" in capsys.readouterr().err and not list(tmp_path.iterdir())

@@ -4,7 +4,9 @@ Drives: ``loop`` (walk forward turning right where the scene allows, then back t
 ``orbit`` (circle a point 0.5 m ahead, looking at it), ``file`` (the poses of a ``geometry.npz``, starting from its
 first frame), ``keys`` (a key script, see :mod:`mirage_env.envs.actions`), ``random`` (a seeded random agent) and
 ``policy`` (a closed-loop policy ``(obs, info) -> action`` given to :func:`run_rollout`, e.g. the agents of
-``agents/``). Pose drives move the camera along given poses (no collision check); action drives go through ``step``.
+``agents/``) and ``interactive`` (actions given to :func:`run_rollout` as an iterable that is read as the rollout
+runs and ends it when exhausted, e.g. the keys of ``mirage-env play --interactive``). Pose drives move the camera
+along given poses (no collision check); action drives go through ``step``.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -28,13 +30,14 @@ from mirage_env.geometry.trajectories import orbit
 from mirage_env.memory_demo import pan_path
 from mirage_env.video import check_video_path, contact_sheet, write_png, write_video
 
-DRIVES = ("loop", "orbit", "file", "keys", "random", "policy")
+DRIVES = ("loop", "orbit", "file", "keys", "random", "policy", "interactive")
 STAGES = ("read", "denoise", "decode", "depth", "discard", "write", "total")
 
 
 @dataclass
 class RolloutSpec:
-    """What to drive and where to write. ``steps`` is ignored by ``keys`` (the script's length) and ``file``."""
+    """What to drive and where to write. ``steps`` is ignored by ``keys`` (the script's length), ``file`` and
+    ``interactive``."""
 
     drive: str = "loop"
     steps: int = 24
@@ -68,8 +71,9 @@ def _pose_steps(poses: torch.Tensor, frames_per_step: int) -> list[Step]:
     return [lambda env, chunk=chunk: env.step_poses(chunk) for chunk in poses.split(frames_per_step)]
 
 
-def _action_steps(actions: list) -> list[Step]:
-    return [lambda env, a=a: env.step(a) for a in actions]
+def _action_steps(actions: Iterable) -> Iterator[Step]:
+    """One step per action, each action taken from ``actions`` only when its step runs."""
+    return (lambda env, a=a: env.step(a) for a in actions)
 
 
 def _policy_steps(policy: Policy, first: tuple, n: int) -> list[Step]:
@@ -94,22 +98,28 @@ def orbit_path(start: torch.Tensor, n: int, radius: float = 0.5) -> torch.Tensor
     return orbit(center.tolist(), radius, n, start_deg=start_deg)
 
 
-def plan(env: CameraEnv, spec: RolloutSpec, policy: Policy | None = None) -> tuple[tuple, list[Step]]:
-    """Reset ``env`` for ``spec`` and list its steps; returns ((obs, info) of the reset, steps)."""
+def plan(env: CameraEnv, spec: RolloutSpec, policy: Policy | None = None, actions: Iterable | None = None
+         ) -> tuple[tuple, list[Step] | Iterator[Step]]:
+    """Reset ``env`` for ``spec`` and list its steps (``interactive``: an iterator over ``actions``); returns
+    ((obs, info) of the reset, steps)."""
     if (spec.drive == "policy") != (policy is not None):
         raise ValueError("drive 'policy' needs a policy, and only that drive takes one")
+    if (spec.drive == "interactive") != (actions is not None):
+        raise ValueError("drive 'interactive' needs actions, and only that drive takes them")
     f = env.frames_per_step
     if spec.drive == "file":
         poses = load_geometry_npz(spec.poses_file).poses_c2w
         return env.reset(seed=spec.seed, options={"geometry_npz": spec.poses_file}), _pose_steps(poses[1:], f)
     first = env.reset(seed=spec.seed)
     if spec.drive == "keys":
-        return first, _action_steps(parse_keys(spec.keys))
+        return first, list(_action_steps(parse_keys(spec.keys)))
+    if spec.drive == "interactive":
+        return first, _action_steps(actions)
     if spec.drive == "policy":
         return first, _policy_steps(policy, first, spec.steps)
     if spec.drive == "random":
         env.action_space.seed(spec.seed)
-        return first, _action_steps([env.action_space.sample() for _ in range(spec.steps)])
+        return first, list(_action_steps([env.action_space.sample() for _ in range(spec.steps)]))
     if spec.drive == "loop":
         return first, _pose_steps(pan_path(env.scene, env.pose, spec.steps * f)[1:], f)
     path = orbit_path(env.pose, spec.steps * f + 1)
@@ -127,14 +137,16 @@ def _record(info: dict, reward: float) -> dict:
             "timings_ms": {s: getattr(info["timings_ms"], s) for s in STAGES}}
 
 
-def run_rollout(env: CameraEnv, spec: RolloutSpec, policy: Policy | None = None) -> dict:
-    """Run ``spec`` on ``env`` (``policy`` for drive ``policy``); write the video, ``<out>.png`` and
-    ``<out>.json``; return the metrics."""
-    (_, info), steps = plan(env, spec, policy)
+def run_rollout(env: CameraEnv, spec: RolloutSpec, policy: Policy | None = None,
+                actions: Iterable | None = None) -> dict:
+    """Run ``spec`` on ``env`` (``policy`` for drive ``policy``, ``actions`` for ``interactive``); write the
+    video, ``<out>.png`` and ``<out>.json``; return the metrics. ValueError when no step ran."""
+    (_, info), steps = plan(env, spec, policy, actions)
     frames = [info["frames"][:1]]
     records: list[dict] = []
     started = time.perf_counter()
-    with tqdm(total=len(steps), desc=f"rollout ({spec.drive})", unit="step", disable=not spec.progress) as bar:
+    total = len(steps) if isinstance(steps, list) else None
+    with tqdm(total=total, desc=f"rollout ({spec.drive})", unit="step", disable=not spec.progress) as bar:
         for step in steps:
             _, reward, terminated, _, info = step(env)
             frames.append(info["frames"])
@@ -144,6 +156,8 @@ def run_rollout(env: CameraEnv, spec: RolloutSpec, policy: Policy | None = None)
             if terminated:
                 break
     wall = time.perf_counter() - started
+    if not records:
+        raise ValueError(f"the {spec.drive} rollout ended before its first step: nothing to write")
     video = np.concatenate(frames)
     out = Path(spec.out)
     write_video(out, _upscale(video, spec.video_scale), fps=env.metadata["render_fps"])
