@@ -187,7 +187,6 @@ def train(args: Args) -> dict:
     fs = torch.zeros((t_max, *next_f.shape))
     actions = torch.zeros((t_max, n, 4), dtype=torch.long)
     logprobs, rewards, dones, values = (torch.zeros((t_max, n)) for _ in range(4))
-    episode_return, episode_length = np.zeros(n), np.zeros(n, np.int64)
 
     time_limit_s = args.time_limit_min * 60.0
     started = time.perf_counter() - progress["elapsed_s"]
@@ -218,8 +217,10 @@ def train(args: Args) -> dict:
                 action, logprob, _, value = agent.get_action_and_value(next_x, next_f)
             values[step], actions[step], logprobs[step] = value.flatten(), action, logprob
             next_obs, reward, terminated, truncated, infos = envs.step(action.numpy())
-            episode_return += reward
-            episode_length += 1
+            if "_episode" in infos:  # the episodes that ended, from RecordEpisodeStatistics (agents.tasks)
+                ended = infos["_episode"]
+                finished_returns += infos["episode"]["r"][ended].tolist()
+                finished_lengths += infos["episode"]["l"][ended].tolist()
             reward = torch.as_tensor(reward, dtype=torch.float32)
             cut = truncated & ~terminated
             if cut.any():  # a time limit is not the end of the task: bootstrap from the final observation
@@ -228,12 +229,8 @@ def train(args: Args) -> dict:
                     final_value = agent.get_value(*final).flatten()
                 reward += args.gamma * final_value * torch.as_tensor(cut, dtype=torch.float32)
             rewards[step] = reward
-            ended = terminated | truncated
-            finished_returns += episode_return[ended].tolist()
-            finished_lengths += episode_length[ended].tolist()
-            episode_return[ended], episode_length[ended] = 0.0, 0
             next_x, next_f = to_tensors(next_obs, obs_kind)
-            next_done = torch.as_tensor(ended, dtype=torch.float32)
+            next_done = torch.as_tensor(terminated | truncated, dtype=torch.float32)
         rollout_s = time.perf_counter() - rollout_started
 
         # ---- generalised advantage estimation

@@ -6,7 +6,9 @@ first frame), ``keys`` (a key script, see :mod:`mirage_env.envs.actions`), ``ran
 ``policy`` (a closed-loop policy ``(obs, info) -> action`` given to :func:`run_rollout`, e.g. the agents of
 ``agents/``) and ``interactive`` (actions given to :func:`run_rollout` as an iterable that is read as the rollout
 runs and ends it when exhausted, e.g. the keys of ``mirage-env play --interactive``). Pose drives move the camera
-along given poses (no collision check); action drives go through ``step``.
+along given poses (no collision check); action drives go through ``step``. The env is a :class:`CameraEnv` or a
+Gymnasium wrapper of one: actions and resets go through the wrappers (e.g. ``RecordEpisodeStatistics``), poses
+straight to the camera env, which alone takes them.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import torch
 from tqdm import tqdm
@@ -60,7 +63,7 @@ class RolloutSpec:
         check_video_path(self.out)  # before the rollout runs, not after
 
 
-Step = Callable[[CameraEnv], tuple]
+Step = Callable[[gym.Env], tuple]
 Policy = Callable[[Any, dict], Any]
 
 
@@ -68,7 +71,7 @@ def _pose_steps(poses: torch.Tensor, frames_per_step: int) -> list[Step]:
     """Poses [N, 4, 4] after the start -> one ``step_poses`` per F poses (the last chunk holds its final pose)."""
     pad = (-len(poses)) % frames_per_step
     poses = torch.cat([poses, poses[-1:].expand(pad, 4, 4)])
-    return [lambda env, chunk=chunk: env.step_poses(chunk) for chunk in poses.split(frames_per_step)]
+    return [lambda env, chunk=chunk: env.unwrapped.step_poses(chunk) for chunk in poses.split(frames_per_step)]
 
 
 def _action_steps(actions: Iterable) -> Iterator[Step]:
@@ -80,7 +83,7 @@ def _policy_steps(policy: Policy, first: tuple, n: int) -> list[Step]:
     """``n`` steps, each acting on the observation and info of the step before (the reset's for the first)."""
     last = {"obs": first[0], "info": first[1]}
 
-    def step(env: CameraEnv) -> tuple:
+    def step(env: gym.Env) -> tuple:
         result = env.step(policy(last["obs"], last["info"]))
         last["obs"], last["info"] = result[0], result[-1]
         return result
@@ -98,7 +101,7 @@ def orbit_path(start: torch.Tensor, n: int, radius: float = 0.5) -> torch.Tensor
     return orbit(center.tolist(), radius, n, start_deg=start_deg)
 
 
-def plan(env: CameraEnv, spec: RolloutSpec, policy: Policy | None = None, actions: Iterable | None = None
+def plan(env: gym.Env, spec: RolloutSpec, policy: Policy | None = None, actions: Iterable | None = None
          ) -> tuple[tuple, list[Step] | Iterator[Step]]:
     """Reset ``env`` for ``spec`` and list its steps (``interactive``: an iterator over ``actions``); returns
     ((obs, info) of the reset, steps)."""
@@ -106,7 +109,8 @@ def plan(env: CameraEnv, spec: RolloutSpec, policy: Policy | None = None, action
         raise ValueError("drive 'policy' needs a policy, and only that drive takes one")
     if (spec.drive == "interactive") != (actions is not None):
         raise ValueError("drive 'interactive' needs actions, and only that drive takes them")
-    f = env.frames_per_step
+    camera: CameraEnv = env.unwrapped
+    f = camera.frames_per_step
     if spec.drive == "file":
         poses = load_geometry_npz(spec.poses_file).poses_c2w
         return env.reset(seed=spec.seed, options={"geometry_npz": spec.poses_file}), _pose_steps(poses[1:], f)
@@ -121,9 +125,9 @@ def plan(env: CameraEnv, spec: RolloutSpec, policy: Policy | None = None, action
         env.action_space.seed(spec.seed)
         return first, list(_action_steps([env.action_space.sample() for _ in range(spec.steps)]))
     if spec.drive == "loop":
-        return first, _pose_steps(pan_path(env.scene, env.pose, spec.steps * f)[1:], f)
-    path = orbit_path(env.pose, spec.steps * f + 1)
-    first = env.reset(seed=spec.seed, options={"scene": env.scene, "pose": path[0]})
+        return first, _pose_steps(pan_path(camera.scene, camera.pose, spec.steps * f)[1:], f)
+    path = orbit_path(camera.pose, spec.steps * f + 1)
+    first = env.reset(seed=spec.seed, options={"scene": camera.scene, "pose": path[0]})
     return first, _pose_steps(path[1:], f)
 
 
@@ -137,7 +141,7 @@ def _record(info: dict, reward: float) -> dict:
             "timings_ms": {s: getattr(info["timings_ms"], s) for s in STAGES}}
 
 
-def run_rollout(env: CameraEnv, spec: RolloutSpec, policy: Policy | None = None,
+def run_rollout(env: gym.Env, spec: RolloutSpec, policy: Policy | None = None,
                 actions: Iterable | None = None) -> dict:
     """Run ``spec`` on ``env`` (``policy`` for drive ``policy``, ``actions`` for ``interactive``); write the
     video, ``<out>.png`` and ``<out>.json``; return the metrics. ValueError when no step ran."""
@@ -148,12 +152,12 @@ def run_rollout(env: CameraEnv, spec: RolloutSpec, policy: Policy | None = None,
     total = len(steps) if isinstance(steps, list) else None
     with tqdm(total=total, desc=f"rollout ({spec.drive})", unit="step", disable=not spec.progress) as bar:
         for step in steps:
-            _, reward, terminated, _, info = step(env)
+            _, reward, terminated, truncated, info = step(env)
             frames.append(info["frames"])
             records.append(_record(info, float(reward)))
             bar.set_postfix(voxels=info["memory_voxels"], coverage=f"{info['coverage']:.2f}")
             bar.update()
-            if terminated:
+            if terminated or truncated:  # the camera env never truncates; a TimeLimit wrapper may
                 break
     wall = time.perf_counter() - started
     if not records:
@@ -163,7 +167,7 @@ def run_rollout(env: CameraEnv, spec: RolloutSpec, policy: Policy | None = None,
     write_video(out, _upscale(video, spec.video_scale), fps=env.metadata["render_fps"])
     tiles = video[np.linspace(0, len(video) - 1, min(len(video), 32)).round().astype(int)]
     write_png(out.with_suffix(".png"), contact_sheet(_upscale(tiles, max(spec.video_scale // 2, 1))))
-    metrics = summarise(env, spec, records, len(video), wall)
+    metrics = summarise(env.unwrapped, spec, records, len(video), wall)
     out.with_suffix(".json").write_text(json.dumps(metrics, indent=2))
     return metrics
 
