@@ -2,6 +2,7 @@
 (one short update, checkpoint, resume). Tiny settings: 1 denoising step, episodes of 2-3 steps, one thread."""
 
 import csv
+import io
 import json
 
 import numpy as np
@@ -160,6 +161,38 @@ def test_ppo_and_evaluation_log_the_episode_statistics_of_gymnasiums_wrapper(tmp
             first.setdefault(int(i), (float(returns[i]), int(lengths[i])))
     assert result["returns"] == [first[i][0] for i in range(2)]
     assert result["mean_length"] == np.mean([first[i][1] for i in range(2)])
+
+
+def tensorboard_scalars(folder) -> dict[str, list[tuple[int, float]]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(folder))
+    events.Reload()
+    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+def test_ppo_logs_its_csv_rows_to_tensorboard_and_shows_a_progress_bar_over_env_steps(tmp_path, monkeypatch):
+    bars = []
+
+    class Bar(ppo.tqdm):  # records what PPO asked for, then shows the bar into a buffer (pytest's stderr is no tty)
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **{**kwargs, "disable": False, "file": io.StringIO()})
+            bars.append((kwargs["disable"], self))
+
+    monkeypatch.setattr(ppo, "tqdm", Bar)
+    ppo.main(["--out", str(tmp_path), "--total-steps", "8", *TINY_PPO])
+    ppo.main(["--out", str(tmp_path), "--total-steps", "12", "--resume", "--no-progress", *TINY_PPO])
+    with open(tmp_path / "progress.csv") as f:
+        rows = list(csv.DictReader(f))
+    scalars = tensorboard_scalars(tmp_path / "tensorboard")
+    assert set(scalars) == set(ppo.TENSORBOARD_TAGS.values())
+    for column, tag in ppo.TENSORBOARD_TAGS.items():
+        expected = [(int(r["global_step"]), pytest.approx(float(r[column]), rel=1e-6, nan_ok=True)) for r in rows]
+        assert scalars[tag] == expected, tag
+    assert [(disable, bar.initial, bar.n, bar.total) for disable, bar in bars] == [(None, 0, 8, 8), (True, 8, 12, 12)]
+
+    ppo.main(["--out", str(tmp_path), "--total-steps", "4", "--no-progress", *TINY_PPO])  # a new run starts afresh
+    assert [step for step, _ in tensorboard_scalars(tmp_path / "tensorboard")["losses/entropy"]] == [4]
 
 
 def test_a_time_limit_bootstraps_from_the_final_observation_not_the_reset_one():
