@@ -5,7 +5,6 @@ slower) and with one denoising step per segment to stay fast.
 """
 
 import copy
-import importlib.util
 import json
 import math
 import multiprocessing
@@ -24,6 +23,7 @@ from mirage_env.envs import ENV_IDS, CameraVectorEnv, LatentObservation, LatentV
 from mirage_env.envs.actions import parse_keys
 from mirage_env.envs.collision import memory_segment_is_free
 from mirage_env.envs.rollout import RolloutSpec, run_rollout
+from mirage_env.envs.window import window_available
 from mirage_env.geometry.camera import intrinsics_from_fov
 from mirage_env.geometry.camera_files import CameraSequence, save_geometry_npz
 from mirage_env.geometry.poses import euler_from_rotation
@@ -58,8 +58,8 @@ def test_registered_ids_spaces_and_limits():
     assert camera.metadata["render_fps"] == 16
 
 
-# check_env makes the env in every render mode of its metadata; "human" needs pygame (the human extra)
-SKIP_RENDER_CHECK = importlib.util.find_spec("pygame") is None
+# check_env makes the env in every render mode of its metadata; "human" needs a window (pygame: the human extra)
+SKIP_RENDER_CHECK = not window_available()
 
 
 @pytest.mark.parametrize("env_id", ENV_IDS)

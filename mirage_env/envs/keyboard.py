@@ -16,12 +16,11 @@ from contextlib import contextmanager, nullcontext
 from typing import Any, TextIO
 
 import numpy as np
-from gymnasium.error import DependencyNotInstalled
 
 from mirage_env.envs.actions import KEYS, STAY, parse_keys
 from mirage_env.envs.camera_env import CameraEnv
 from mirage_env.envs.rollout import RolloutSpec, run_rollout
-from mirage_env.envs.window import NoDisplayError, check_display
+from mirage_env.envs.window import window_available
 
 QUIT = "q"
 HELP = "keys: w/s forward/back, a/d strafe, j/l turn, i/k look, . stay, q quit"
@@ -56,15 +55,6 @@ def terminal_keys(stream: TextIO) -> Iterator[Callable[[], str]]:
     finally:
         if saved is not None:
             termios.tcsetattr(fd, termios.TCSADRAIN, saved)
-
-
-def window_available() -> bool:
-    """Whether a ``render_mode="human"`` window can open (pygame and a display)."""
-    try:
-        check_display()
-    except (DependencyNotInstalled, NoDisplayError):
-        return False
-    return True
 
 
 def play_interactive(env_kwargs: dict[str, Any], spec: RolloutSpec, stream: TextIO | None = None) -> dict:

@@ -34,6 +34,15 @@ def check_display() -> None:
                              'render_mode="rgb_array" (or set SDL_VIDEODRIVER=dummy for a window nobody sees)')
 
 
+def window_available() -> bool:
+    """Whether a ``render_mode="human"`` window can open (pygame and a display)."""
+    try:
+        check_display()
+    except (DependencyNotInstalled, NoDisplayError):
+        return False
+    return True
+
+
 class HumanWindow:
     """A pygame window showing uint8 frames [H, W, 3], each for ``1 / fps`` seconds; it opens on the first frame,
     sized to it (scaled up to about :data:`WINDOW_PX`), and scales later frames to that size."""
