@@ -1,7 +1,8 @@
 """One episode of a policy on the single env -> ``DIR/episode.mp4`` (+ ``.png`` contact sheet, ``.json`` metrics).
 
 What ``agents/random_agent.py`` and ``agents/scripted.py`` run; recording is
-:func:`mirage_env.envs.rollout.run_rollout` with the ``policy`` drive.
+:func:`mirage_env.envs.rollout.run_rollout` with the ``policy`` drive, on the env wrapped in a ``TimeLimit`` of
+``--steps`` and Gymnasium's ``RecordEpisodeStatistics``, whose episode return and length the metrics report.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from gymnasium.wrappers import RecordEpisodeStatistics, TimeLimit
 
 from agents.policies import make_policy
 from agents.tasks import EPISODE_STEPS, TASKS, env_overrides, env_parser, make_env, step_degrees
@@ -37,13 +39,14 @@ def _one(obs: Any) -> Any:
 def run_episode(name: str, args: argparse.Namespace) -> dict:
     """Run policy ``name`` (see :func:`agents.policies.make_policy`) for one episode as ``args`` say; write the
     files and return the metrics."""
-    env = make_env(args.task, **env_overrides(args))
+    env = RecordEpisodeStatistics(TimeLimit(make_env(args.task, **env_overrides(args)), args.steps))
     policy = make_policy(name, step_degrees(env))
     policy.reset(1, args.seed)
     spec = RolloutSpec(drive="policy", steps=args.steps, seed=args.seed, out=str(args.out / "episode.mp4"),
                        video_scale=args.video_scale, progress=not args.no_progress)
     metrics = run_rollout(env, spec, lambda obs, info: policy.act(_one(obs), np.array([info["blocked"]]))[0])
-    metrics = {"policy": name, "task": args.task, "episode_return": metrics["reward_sum"], **metrics}
+    metrics = {"policy": name, "task": args.task, "episode_return": float(env.return_queue[-1]),
+               "episode_length": int(env.length_queue[-1]), **metrics}
     args.out.joinpath("episode.json").write_text(json.dumps(metrics, indent=2))
     print(f"{name}: return {metrics['episode_return']:.3f} over {metrics['steps']} steps, "
           f"{metrics['memory']['voxels']} voxels ({metrics['memory']['bytes'] / 1e6:.2f} MB), "

@@ -31,8 +31,9 @@ from agents.tasks import (EPISODE_STEPS, TASKS, env_kwargs, env_overrides, env_p
 
 def evaluate(policy: Policy, task: str, seeds: list[int], num_envs: int = 8, episode_steps: int = EPISODE_STEPS,
              latent: bool = False, **overrides: Any) -> dict:
-    """One episode of ``policy`` from each seed of ``seeds`` on ``task``; returns the per-seed returns, their
-    mean and (population) standard deviation, episode lengths and, for the goal task, the success rate."""
+    """One episode of ``policy`` from each seed of ``seeds`` on ``task``; returns the per-seed returns (the episode
+    statistics of Gymnasium's ``RecordEpisodeStatistics``), their mean and (population) standard deviation,
+    episode lengths and, for the goal task, the success rate."""
     returns, lengths, successes = [], [], []
     for first in range(0, len(seeds), num_envs):
         chunk = seeds[first:first + num_envs]
@@ -41,12 +42,13 @@ def evaluate(policy: Policy, task: str, seeds: list[int], num_envs: int = 8, epi
         policy.reset(len(chunk), seed=chunk[0])
         total, length = np.zeros(len(chunk)), np.zeros(len(chunk), np.int64)
         done, success, blocked = (np.zeros(len(chunk), bool) for _ in range(3))
-        while not done.all():
-            obs, reward, terminated, truncated, info = envs.step(policy.act(obs, blocked))
-            total += np.where(done, 0.0, reward)
-            length += ~done
-            success |= terminated & ~done
-            done |= terminated | truncated
+        while not done.all():  # worlds that ended step on (no autoreset) until all have; their reports are not read
+            obs, _, terminated, _, info = envs.step(policy.act(obs, blocked))
+            ended = np.logical_and(info.get("_episode", False), ~done)  # RecordEpisodeStatistics' reports
+            if ended.any():
+                total[ended], length[ended] = info["episode"]["r"][ended], info["episode"]["l"][ended]
+            success |= terminated & ended
+            done |= ended
             blocked = info["blocked"]
         returns += total.tolist()
         lengths += length.tolist()

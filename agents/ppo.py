@@ -5,9 +5,11 @@
     python agents/ppo.py --out runs/ppo-goal --task goal                     # goal view, frame + goal pose
     python agents/ppo.py --out runs/ppo --time-limit-min 60 --resume         # continue from runs/ppo/checkpoint.pt
 
-Writes ``OUT/progress.csv`` (one row per update), ``OUT/checkpoint.pt`` (every ``--save-every`` updates and at the
+Writes ``OUT/progress.csv`` (one row per update) and the same scalars for TensorBoard under ``OUT/tensorboard``
+(``tensorboard --logdir OUT/tensorboard``), ``OUT/checkpoint.pt`` (every ``--save-every`` updates and at the
 end), ``OUT/learning_curve.png`` and, unless ``--eval-seeds 0``, ``OUT/eval.json`` + ``OUT/eval.md``: the trained
-policy and the random one on held-out seeds (see agents/evaluate.py).
+policy and the random one on held-out seeds (see agents/evaluate.py). A progress bar over env steps shows on a
+terminal (``--no-progress``: none).
 
 Budget: training stops at ``--total-steps`` env steps or ``--time-limit-min`` minutes of training (counted across
 resumes), whichever comes first; the learning rate anneals linearly over whichever is nearer. On a CPU a batched
@@ -22,6 +24,7 @@ import argparse
 import csv
 import dataclasses
 import random
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -32,6 +35,8 @@ import torch
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import concatenate, create_empty_array, iterate
 from torch import nn, optim
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
 
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -44,6 +49,13 @@ from agents.tasks import (EPISODE_STEPS, TASKS, check_train_seeds, env_overrides
 CSV_FIELDS = ("global_step", "update", "elapsed_s", "sps", "episodes", "episodic_return", "episodic_length",
               "learning_rate", "value_loss", "policy_loss", "entropy", "approx_kl", "clipfrac", "explained_variance",
               "rollout_s", "update_s")
+# CSV column -> TensorBoard tag (CleanRL's names)
+TENSORBOARD_TAGS = {"episodic_return": "charts/episodic_return", "episodic_length": "charts/episodic_length",
+                    "episodes": "charts/episodes", "learning_rate": "charts/learning_rate", "sps": "charts/SPS",
+                    "value_loss": "losses/value_loss", "policy_loss": "losses/policy_loss", "entropy": "losses/entropy",
+                    "approx_kl": "losses/approx_kl", "clipfrac": "losses/clipfrac",
+                    "explained_variance": "losses/explained_variance", "rollout_s": "time/rollout_s",
+                    "update_s": "time/update_s"}
 
 
 def option(default, text: str):
@@ -75,6 +87,7 @@ class Args:
     eval_seeds: int = option(16, "held-out seeds of the final evaluation (0: none)")
     resume: bool = option(False, "continue from OUT/checkpoint.pt (give the same settings)")
     threads: int = option(0, "torch threads (0: torch's default, e.g. from OMP_NUM_THREADS)")
+    progress: bool = option(True, "a progress bar over env steps (on a terminal only)")
     # env options, from agents.tasks.env_parser (None: the task's default)
     kind: str | None = None
     voxel_size: float | None = None
@@ -114,6 +127,14 @@ def save_checkpoint(path: Path, agent: Agent, optimizer: optim.Optimizer, args: 
     torch.save({"model": agent.state_dict(), "agent": agent.config, "optimizer": optimizer.state_dict(),
                 "args": dataclasses.asdict(args), **progress}, tmp)
     tmp.replace(path)
+
+
+def log_tensorboard(writer: SummaryWriter, row: dict) -> None:
+    """The numeric columns of a CSV row as TensorBoard scalars at its global step (an empty return: none)."""
+    for column, tag in TENSORBOARD_TAGS.items():
+        if row[column] != "":
+            writer.add_scalar(tag, float(row[column]), row["global_step"])
+    writer.flush()
 
 
 def plot_curve(csv_path: Path, png_path: Path) -> None:
@@ -165,14 +186,16 @@ def train(args: Args) -> dict:
     progress = {"global_step": 0, "update": 0, "elapsed_s": 0.0}
     checkpoint_path = out / "checkpoint.pt"
     csv_path = out / "progress.csv"
+    tensorboard_dir = out / "tensorboard"
     if args.resume:
         checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
         agent.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         progress = {k: checkpoint[k] for k in progress}
         print(f"resumed from {checkpoint_path} at step {progress['global_step']}, update {progress['update']}")
-    elif csv_path.exists():
-        csv_path.unlink()
+    else:  # a new run: no rows or scalars of an earlier one
+        csv_path.unlink(missing_ok=True)
+        shutil.rmtree(tensorboard_dir, ignore_errors=True)
 
     # ---- rollout storage
     n, t_max = args.num_envs, args.rollout_steps
@@ -184,7 +207,6 @@ def train(args: Args) -> dict:
     fs = torch.zeros((t_max, *next_f.shape))
     actions = torch.zeros((t_max, n, 4), dtype=torch.long)
     logprobs, rewards, dones, values = (torch.zeros((t_max, n)) for _ in range(4))
-    episode_return, episode_length = np.zeros(n), np.zeros(n, np.int64)
 
     time_limit_s = args.time_limit_min * 60.0
     started = time.perf_counter() - progress["elapsed_s"]
@@ -192,6 +214,11 @@ def train(args: Args) -> dict:
     writer = csv.DictWriter(log, fieldnames=CSV_FIELDS)
     if log.tell() == 0:
         writer.writeheader()
+    tensorboard = SummaryWriter(str(tensorboard_dir))
+    if progress["update"] == 0:
+        tensorboard.add_text("args", "\n".join(f"- {k}: {v}" for k, v in dataclasses.asdict(args).items()))
+    bar = tqdm(total=args.total_steps, initial=progress["global_step"], desc="ppo", unit="step",
+               disable=None if args.progress else True)  # None: only on a terminal
 
     def remaining() -> float:
         """The fraction of the budget (steps or time, whichever is nearer its end) still left."""
@@ -210,13 +237,16 @@ def train(args: Args) -> dict:
         finished_returns, finished_lengths = [], []
         for step in range(t_max):
             progress["global_step"] += n
+            bar.update(n)
             xs[step], fs[step], dones[step] = next_x, next_f, next_done
             with torch.no_grad():
                 action, logprob, _, value = agent.get_action_and_value(next_x, next_f)
             values[step], actions[step], logprobs[step] = value.flatten(), action, logprob
             next_obs, reward, terminated, truncated, infos = envs.step(action.numpy())
-            episode_return += reward
-            episode_length += 1
+            if "_episode" in infos:  # the episodes that ended, from RecordEpisodeStatistics (agents.tasks)
+                ended = infos["_episode"]
+                finished_returns += infos["episode"]["r"][ended].tolist()
+                finished_lengths += infos["episode"]["l"][ended].tolist()
             reward = torch.as_tensor(reward, dtype=torch.float32)
             cut = truncated & ~terminated
             if cut.any():  # a time limit is not the end of the task: bootstrap from the final observation
@@ -225,12 +255,8 @@ def train(args: Args) -> dict:
                     final_value = agent.get_value(*final).flatten()
                 reward += args.gamma * final_value * torch.as_tensor(cut, dtype=torch.float32)
             rewards[step] = reward
-            ended = terminated | truncated
-            finished_returns += episode_return[ended].tolist()
-            finished_lengths += episode_length[ended].tolist()
-            episode_return[ended], episode_length[ended] = 0.0, 0
             next_x, next_f = to_tensors(next_obs, obs_kind)
-            next_done = torch.as_tensor(ended, dtype=torch.float32)
+            next_done = torch.as_tensor(terminated | truncated, dtype=torch.float32)
         rollout_s = time.perf_counter() - rollout_started
 
         # ---- generalised advantage estimation
@@ -291,13 +317,17 @@ def train(args: Args) -> dict:
                "explained_variance": explained, "rollout_s": round(rollout_s, 2), "update_s": round(update_s, 2)}
         writer.writerow(row)
         log.flush()
+        log_tensorboard(tensorboard, row)
         shown = f"{row['episodic_return']:.3f}" if finished_returns else "-"
-        print(f"update {row['update']:4d}  step {row['global_step']:7d}  return {shown:>7}  entropy "
-              f"{row['entropy']:.3f}  sps {row['sps']:.1f}  ({rollout_s:.1f} s rollout, {update_s:.1f} s update)",
-              flush=True)
+        bar.set_postfix(ret=shown, sps=row["sps"])
+        tqdm.write(f"update {row['update']:4d}  step {row['global_step']:7d}  return {shown:>7}  entropy "
+                   f"{row['entropy']:.3f}  sps {row['sps']:.1f}  ({rollout_s:.1f} s rollout, {update_s:.1f} s update)")
+        sys.stdout.flush()  # the line reaches a log file now, not when the buffer fills
         if progress["update"] % args.save_every == 0:
             save_checkpoint(checkpoint_path, agent, optimizer, args, progress)
     log.close()
+    tensorboard.close()
+    bar.close()
     save_checkpoint(checkpoint_path, agent, optimizer, args, progress)
     plot_curve(csv_path, out / "learning_curve.png")
     summary = {**progress, "checkpoint": str(checkpoint_path)}

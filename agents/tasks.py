@@ -23,6 +23,7 @@ from typing import Any
 
 import gymnasium as gym
 from gymnasium.vector import AutoresetMode
+from gymnasium.wrappers.vector import RecordEpisodeStatistics
 
 from mirage_env.envs import CameraEnv, LatentVectorObservation  # importing mirage_env.envs registers the ids
 
@@ -55,13 +56,15 @@ def check_train_seeds(first: int, count: int) -> None:
 
 def make_vec_env(task: str, num_envs: int, episode_steps: int = EPISODE_STEPS, latent: bool = False,
                  autoreset_mode: AutoresetMode = AutoresetMode.SAME_STEP, **overrides: Any) -> gym.vector.VectorEnv:
-    """The batched vector env of ``task`` (latent observations with ``latent``; exploration only)."""
+    """The batched vector env of ``task`` (latent observations with ``latent``; exploration only), wrapped in
+    Gymnasium's ``RecordEpisodeStatistics``: the step that ends an episode reports its return and length in
+    ``info["episode"]`` (``"r"``, ``"l"``, ``"t"``) where ``info["_episode"]`` is True."""
     if latent and task != "exploration":
         raise ValueError("latent observations replace the whole observation: only the exploration task takes them")
     envs = gym.make_vec(ENV_ID, num_envs=num_envs, vectorization_mode="vector_entry_point",
                         max_episode_steps=episode_steps, autoreset_mode=autoreset_mode,
                         **env_kwargs(task, **overrides))
-    return LatentVectorObservation(envs) if latent else envs
+    return RecordEpisodeStatistics(LatentVectorObservation(envs) if latent else envs)
 
 
 def step_degrees(env: gym.Env | gym.vector.VectorEnv) -> float:

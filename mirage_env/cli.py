@@ -104,6 +104,23 @@ def _rollout(args: argparse.Namespace) -> None:
           f"mean coverage {m['coverage_mean']:.1%}, blocked steps {m['blocked_steps']}")
 
 
+def _play(args: argparse.Namespace) -> None:
+    """``play``: a key script (``rollout --drive keys``) or, with ``--interactive``, keys from the keyboard."""
+    if bool(args.keys) == args.interactive:
+        raise ValueError("play takes a key script or --interactive (one of the two)")
+    if not args.interactive:
+        _rollout(args)
+        return
+    from mirage_env.envs.keyboard import play_interactive
+    from mirage_env.envs.rollout import RolloutSpec
+
+    spec = RolloutSpec(drive="interactive", seed=args.seed, out=args.out, video_scale=args.video_scale,
+                       progress=not args.no_progress)
+    m = play_interactive(_env_kwargs(args, "keys"), spec)
+    print(f"wrote {m['video']} ({m['frames']} frames, {m['steps']} steps), {m['contact_sheet']}, "
+          f"{Path(m['video']).with_suffix('.json')}")
+
+
 def _memory_demo(args: argparse.Namespace) -> None:
     from mirage_env.memory_demo import DemoConfig, run_memory_demo
 
@@ -159,11 +176,15 @@ def build_parser() -> argparse.ArgumentParser:
     rollout.add_argument("--out", default="out/rollout.mp4", help=".mp4 or .gif (the .png and .json go beside it)")
     rollout.set_defaults(run=_rollout)
     play = commands.add_parser("play", parents=[_env_parser()],
-                               help="drive the camera with a key script -> video (see mirage_env.envs.actions)")
-    play.add_argument("keys", help="w/s forward/back, a/d strafe, j/l turn, i/k look, . stay; '*N' repeats: "
-                                   "'w*8 wl*6 s*4'")
+                               help="drive the camera with a key script or the keyboard -> video "
+                                    "(see mirage_env.envs.actions)")
+    play.add_argument("keys", nargs="?", help="w/s forward/back, a/d strafe, j/l turn, i/k look, . stay; "
+                                              "'*N' repeats: 'w*8 wl*6 s*4'")
+    play.add_argument("--interactive", action="store_true",
+                      help="one step per key pressed, q quits: in a window where one can open (pygame), else "
+                           "from the terminal (see mirage_env.envs.keyboard)")
     play.add_argument("--out", default="out/play.mp4", help=".mp4 or .gif")
-    play.set_defaults(run=_rollout, drive="keys", steps=1, poses=None)
+    play.set_defaults(run=_play, drive="keys", steps=1, poses=None)
     train = commands.add_parser("train", help="train the tiny preset on simulator or real data "
                                               "(see mirage_env.train.recipes)")
     train.add_argument("recipe", choices=("vae", "tiny"), help="vae: the VAE only; tiny: VAE, DiT, add-on, LoRA")

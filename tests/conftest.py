@@ -1,5 +1,6 @@
 """Fixtures shared by several test modules."""
 
+import os
 import sys
 from pathlib import Path
 
@@ -11,6 +12,8 @@ from mirage_env.models import from_preset
 # The agents/ scripts live beside the package, not in it. Appending the repository root (not prepending) makes
 # them importable while ``mirage_env`` still resolves to the installed package, with its built extension.
 sys.path.append(str(Path(__file__).resolve().parents[1]))
+# render_mode="human" windows open on SDL's dummy video driver: nobody sees them, and no display is needed.
+os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 
 
 @pytest.fixture(scope="module")

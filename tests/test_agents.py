@@ -2,13 +2,16 @@
 (one short update, checkpoint, resume). Tiny settings: 1 denoising step, episodes of 2-3 steps, one thread."""
 
 import csv
+import io
 import json
 
 import numpy as np
 import pytest
 import torch
 
-from agents import ppo, random_agent, scripted
+from gymnasium.wrappers.vector import RecordEpisodeStatistics
+
+from agents import ppo, random_agent, scripted, tasks
 from agents.evaluate import evaluate, run_evaluation
 from agents.network import PPOPolicy
 from agents.policies import LawnMowerPolicy, RandomPolicy, make_policy
@@ -123,6 +126,73 @@ def test_ppo_update_checkpoint_and_resume(trained):
         rows = list(csv.DictReader(f))
     assert [int(r["global_step"]) for r in rows] == [4, 8] and all(float(r["sps"]) > 0 for r in rows)
     assert all(r["episodic_return"] and float(r["episodic_return"]) > 0 for r in rows)  # 2-step episodes ended
+
+
+class EpisodeReports(RecordEpisodeStatistics):
+    """Gymnasium's vector RecordEpisodeStatistics that also keeps every step's report: (ended, returns, lengths)."""
+
+    reports: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+
+    def step(self, actions):
+        result = super().step(actions)
+        infos = result[-1]
+        if "_episode" in infos:
+            self.reports.append((infos["_episode"].copy(), infos["episode"]["r"].copy(), infos["episode"]["l"].copy()))
+        return result
+
+
+def test_ppo_and_evaluation_log_the_episode_statistics_of_gymnasiums_wrapper(tmp_path, monkeypatch):
+    monkeypatch.setattr(tasks, "RecordEpisodeStatistics", EpisodeReports)
+    monkeypatch.setattr(EpisodeReports, "reports", [])
+    ppo.main(["--out", str(tmp_path), "--total-steps", "8", *TINY_PPO])  # 2 updates, each ending 2 episodes
+    with open(tmp_path / "progress.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(EpisodeReports.reports) == len(rows) == 2
+    for row, (ended, returns, lengths) in zip(rows, EpisodeReports.reports):
+        assert int(row["episodes"]) == ended.sum() == 2
+        assert float(row["episodic_return"]) == np.mean(returns[ended])
+        assert float(row["episodic_length"]) == np.mean(lengths[ended]) == 2
+
+    monkeypatch.setattr(EpisodeReports, "reports", [])
+    result = evaluate(make_policy("random"), "goal", held_out_seeds(2), num_envs=2, episode_steps=3, num_steps=1)
+    first = {}  # no autoreset: a world that ended steps on until all have; its first report is its episode
+    for ended, returns, lengths in EpisodeReports.reports:
+        for i in np.flatnonzero(ended):
+            first.setdefault(int(i), (float(returns[i]), int(lengths[i])))
+    assert result["returns"] == [first[i][0] for i in range(2)]
+    assert result["mean_length"] == np.mean([first[i][1] for i in range(2)])
+
+
+def tensorboard_scalars(folder) -> dict[str, list[tuple[int, float]]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(folder))
+    events.Reload()
+    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+def test_ppo_logs_its_csv_rows_to_tensorboard_and_shows_a_progress_bar_over_env_steps(tmp_path, monkeypatch):
+    bars = []
+
+    class Bar(ppo.tqdm):  # records what PPO asked for, then shows the bar into a buffer (pytest's stderr is no tty)
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **{**kwargs, "disable": False, "file": io.StringIO()})
+            bars.append((kwargs["disable"], self))
+
+    monkeypatch.setattr(ppo, "tqdm", Bar)
+    ppo.main(["--out", str(tmp_path), "--total-steps", "8", *TINY_PPO])
+    ppo.main(["--out", str(tmp_path), "--total-steps", "12", "--resume", "--no-progress", *TINY_PPO])
+    with open(tmp_path / "progress.csv") as f:
+        rows = list(csv.DictReader(f))
+    scalars = tensorboard_scalars(tmp_path / "tensorboard")
+    assert set(scalars) == set(ppo.TENSORBOARD_TAGS.values())
+    for column, tag in ppo.TENSORBOARD_TAGS.items():
+        expected = [(int(r["global_step"]), pytest.approx(float(r[column]), rel=1e-6, nan_ok=True)) for r in rows]
+        assert scalars[tag] == expected, tag
+    assert [(disable, bar.initial, bar.n, bar.total) for disable, bar in bars] == [(None, 0, 8, 8), (True, 8, 12, 12)]
+
+    ppo.main(["--out", str(tmp_path), "--total-steps", "4", "--no-progress", *TINY_PPO])  # a new run starts afresh
+    assert [step for step, _ in tensorboard_scalars(tmp_path / "tensorboard")["losses/entropy"]] == [4]
 
 
 def test_a_time_limit_bootstraps_from_the_final_observation_not_the_reset_one():

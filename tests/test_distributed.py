@@ -90,6 +90,11 @@ def test_more_actors_than_envs_is_an_error():
         RayVectorEnv(num_envs=1, num_actors=2)
 
 
+def test_a_human_window_is_refused_before_any_actor_starts():
+    with pytest.raises(ValueError, match=r"render_mode must be None or one of \['rgb_array'\]"):
+        RayVectorEnv(num_envs=1, render_mode="human")
+
+
 def test_rllib_ppo_trains_one_iteration_with_env_runners_and_world_actors(tmp_path):
     """agents/rllib_ppo.py with 1 env runner whose 2 envs live in 1 world actor: one PPO iteration, one CSV row."""
     pytest.importorskip("ray.rllib", reason="the RLlib example needs ray[rllib]")

@@ -23,6 +23,7 @@ from mirage_env.envs import ENV_IDS, CameraVectorEnv, LatentObservation, LatentV
 from mirage_env.envs.actions import parse_keys
 from mirage_env.envs.move_check import memory_segment_is_free
 from mirage_env.envs.rollout import RolloutSpec, run_rollout
+from mirage_env.envs.window import window_available
 from mirage_env.geometry.camera import intrinsics_from_fov
 from mirage_env.geometry.camera_files import CameraSequence, save_geometry_npz
 from mirage_env.geometry.poses import euler_from_rotation
@@ -57,14 +58,18 @@ def test_registered_ids_spaces_and_limits():
     assert camera.metadata["render_fps"] == 16
 
 
+# check_env makes the env in every render mode of its metadata; "human" needs a window (pygame: the human extra)
+SKIP_RENDER_CHECK = not window_available()
+
+
 @pytest.mark.parametrize("env_id", ENV_IDS)
 def test_gymnasium_check_env_passes(env_id):
-    check_env(make(env_id, render_mode="rgb_array").unwrapped)
+    check_env(make(env_id, render_mode="rgb_array").unwrapped, skip_render_check=SKIP_RENDER_CHECK)
 
 
 def test_gymnasium_check_env_passes_with_dict_observations_and_the_goal_reward():
     env = make(KEYS, render_mode="rgb_array", obs_mode="dict", obs_size=32, reward="goal")
-    check_env(env.unwrapped)
+    check_env(env.unwrapped, skip_render_check=SKIP_RENDER_CHECK)
     obs, _ = env.reset(seed=0)
     assert set(obs) == {"rgb", "pose", "depth", "goal_pose"}
     assert obs["rgb"].shape == (32, 32, 3) and obs["depth"].shape == (32, 32, 1) and obs["pose"].shape == (12,)

@@ -7,7 +7,8 @@ actor (default: one GPU each when the cluster has GPUs, and then ``device="cuda"
 ``actor_options``. Env ``i`` lives in the actor whose contiguous range holds ``i``; each actor runs a
 ``CameraVectorEnv`` of its envs, so spaces, autoreset modes, partial resets and info keys are the local vector
 env's. ``step`` sends every actor its share of the actions before waiting for any, so the K batched world steps
-run in parallel.
+run in parallel. ``render_mode`` is None or ``"rgb_array"``: frames come back to the caller (a ``"human"`` window
+would open on the actors' machines).
 
 Seeding is the local vector env's: ``reset(seed=s)`` seeds env ``i`` with ``s + i`` (or takes a list of seeds),
 which is also what ``gym.make(...).reset(seed=s + i)`` does. An env's frames equal those of the local envs
@@ -44,7 +45,7 @@ class RayVectorEnv(gym.vector.VectorEnv):
                  actor_options: dict[str, Any] | None = None, **config: Any) -> None:
         self.actors: list[ActorHandle] = []  # closing works even when __init__ fails
         self.ranges = env_ranges(num_envs, num_actors)
-        check_render_mode(render_mode)
+        check_render_mode(render_mode, ["rgb_array"])  # a human window would open on the actors' machines
         settings = EnvConfig(**config)  # bad settings fail here, before any actor starts
         self._action_map = make_actions(settings.action_mode, settings.scale())
         num_gpus = default_num_gpus() if num_gpus is None else num_gpus
@@ -57,7 +58,7 @@ class RayVectorEnv(gym.vector.VectorEnv):
         self.single_observation_space, self.single_action_space, metadata = ray.get(self.actors[0].spaces.remote())
         self.observation_space = batch_space(self.single_observation_space, num_envs)
         self.action_space = batch_space(self.single_action_space, num_envs)
-        self.metadata = dict(metadata)
+        self.metadata = {**metadata, "render_modes": ["rgb_array"]}
         self._obs: list[Any] = [None] * num_actors  # the last batched observation of each actor
 
     @classmethod

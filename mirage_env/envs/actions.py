@@ -31,6 +31,7 @@ from mirage_env.geometry.poses import euler_from_rotation, rotation_from_euler
 
 KEYS = {"w": (0, 1), "s": (0, 2), "a": (1, 1), "d": (1, 2), "j": (2, 1), "l": (2, 2), "i": (3, 1), "k": (3, 2)}
 KEY_GROUPS = ("move", "strafe", "turn", "look")
+STAY = "."  # the key that holds still
 
 
 @dataclass(frozen=True)
@@ -128,11 +129,11 @@ def parse_keys(script: str) -> list[np.ndarray]:
             raise ValueError(f"key script token {token!r}: the repeat count must be >= 1")
         action = np.zeros(4, dtype=np.int64)
         for key in keys.replace("+", ""):
-            if key == ".":
+            if key == STAY:
                 continue
             if key not in KEYS:
                 raise ValueError(f"key script token {token!r}: unknown key {key!r}; use one of "
-                                 f"{''.join(KEYS)} or '.' (stay)")
+                                 f"{''.join(KEYS)} or {STAY!r} (stay)")
             group, value = KEYS[key]
             if action[group] not in (0, value):
                 raise ValueError(f"key script token {token!r}: conflicting keys for {KEY_GROUPS[group]}")

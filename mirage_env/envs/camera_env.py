@@ -4,6 +4,10 @@
 ``import mirage_env.envs``. Keyword arguments are the fields of :class:`~mirage_env.envs.core.EnvConfig`, plus
 ``render_mode`` and ``model`` (a :class:`~mirage_env.models.WorldModel` to use instead of the shared one).
 
+Rendering: ``render_mode="rgb_array"`` makes :meth:`~CameraEnv.render` return the last frame; ``"human"`` shows the
+frames in a window (:mod:`mirage_env.envs.window`, needs pygame and a display): every frame of a step as the step
+runs, at ``metadata["render_fps"]``, and the start frame at a reset; ``close()`` closes the window.
+
 ``reset(seed=..., options=...)`` starts in a simulator scene drawn from ``np_random`` unless options give
 ``scene`` (a :class:`~mirage_env.sim.Scene`, optionally with ``pose``), ``view`` (an
 :class:`~mirage_env.world.InitialView`: image + depth + K + pose) or ``geometry_npz`` (a path); ``goal_pose``
@@ -24,6 +28,7 @@ import numpy as np
 import torch
 
 from mirage_env.envs.core import RENDER_MODES, CameraWorlds, CopyableEnv, EnvConfig, check_render_mode
+from mirage_env.envs.window import HumanWindow
 from mirage_env.models import WorldModel
 
 
@@ -40,6 +45,7 @@ class CameraEnv(CopyableEnv, gym.Env):
         self.action_space = self.core.actions.space
         self.observation_space = self.core.observation_space
         self.metadata = {**self.metadata, "render_fps": self.core.world.config.fps}
+        self.window = HumanWindow(self.metadata["render_fps"]) if render_mode == "human" else None
 
     @property
     def frames_per_step(self) -> int:
@@ -57,19 +63,37 @@ class CameraEnv(CopyableEnv, gym.Env):
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
-        return self.core.reset(0, self.np_random, options)
+        obs, info = self.core.reset(0, self.np_random, options)
+        self._show(info["frames"][:1])
+        return obs, info
 
     def step(self, action):
         obs, reward, terminated, info = self.core.step([action])[0]
+        self._show(info["frames"])
         return obs, reward, terminated, False, info
 
     def step_poses(self, poses: torch.Tensor):
         """Like :meth:`step` but along given camera poses [F, 4, 4] (scripted cameras; no collision check)."""
         obs, reward, terminated, info = self.core.step_poses(torch.as_tensor(poses, dtype=torch.float64)[None])[0]
+        self._show(info["frames"])
         return obs, reward, terminated, False, info
 
     def render(self) -> np.ndarray | None:
+        """The last frame, uint8 [H, W, 3] (``rgb_array``); ``human`` shows it in the window and returns None."""
         if self.render_mode is None:
             gym.logger.warn("render() called without a render_mode; make the env with render_mode='rgb_array'")
             return None
-        return self.core.render(0)
+        frame = self.core.render(0)
+        if self.render_mode == "human":
+            self._show(frame[None])
+            return None
+        return frame
+
+    def _show(self, frames: np.ndarray) -> None:
+        if self.window is not None:
+            self.window.show(frames)
+
+    def close(self) -> None:
+        if self.window is not None:
+            self.window.close()
+        super().close()

@@ -34,17 +34,22 @@ from mirage_env.envs.move_check import segment_is_free
 from mirage_env.envs.model_cache import shared_model
 from mirage_env.envs.rewards import Reward, Transition, make_reward
 from mirage_env.envs.starts import SCENE_KINDS, Start, make_start
+from mirage_env.envs.window import check_display
 from mirage_env.geometry.poses import integrate_velocity
 from mirage_env.models import WorldModel
 from mirage_env.models.depth import MemoryDepth, SimulatorDepth
 from mirage_env.world import StepTimings, World, WorldConfig
 
-RENDER_MODES = ["rgb_array"]
+RENDER_MODES = ["human", "rgb_array"]
 
 
-def check_render_mode(render_mode: str | None) -> None:
-    if render_mode not in (None, *RENDER_MODES):
-        raise ValueError(f"render_mode must be None or one of {RENDER_MODES}, got {render_mode!r}")
+def check_render_mode(render_mode: str | None, modes: Sequence[str] = RENDER_MODES) -> None:
+    """ValueError unless ``render_mode`` is None or one of ``modes``; for ``"human"``, the errors of
+    :func:`~mirage_env.envs.window.check_display` where no window can open."""
+    if render_mode not in (None, *modes):
+        raise ValueError(f"render_mode must be None or one of {list(modes)}, got {render_mode!r}")
+    if render_mode == "human":
+        check_display()
 
 
 def _pair(size: int | Sequence[int]) -> tuple[int, int]:

@@ -4,7 +4,11 @@ Drives: ``loop`` (walk forward turning right where the scene allows, then back t
 ``orbit`` (circle a point 0.5 m ahead, looking at it), ``file`` (the poses of a ``geometry.npz``, starting from its
 first frame), ``keys`` (a key script, see :mod:`mirage_env.envs.actions`), ``random`` (a seeded random agent) and
 ``policy`` (a closed-loop policy ``(obs, info) -> action`` given to :func:`run_rollout`, e.g. the agents of
-``agents/``). Pose drives move the camera along given poses (no collision check); action drives go through ``step``.
+``agents/``) and ``interactive`` (actions given to :func:`run_rollout` as an iterable that is read as the rollout
+runs and ends it when exhausted, e.g. the keys of ``mirage-env play --interactive``). Pose drives move the camera
+along given poses (no collision check); action drives go through ``step``. The env is a :class:`CameraEnv` or a
+Gymnasium wrapper of one: actions and resets go through the wrappers (e.g. ``RecordEpisodeStatistics``), poses
+straight to the camera env, which alone takes them.
 """
 
 from __future__ import annotations
@@ -12,11 +16,12 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import torch
 from tqdm import tqdm
@@ -27,13 +32,14 @@ from mirage_env.geometry.camera_files import load_geometry_npz
 from mirage_env.geometry.trajectories import orbit, pan_path
 from mirage_env.video import check_video_path, contact_sheet, write_png, write_video
 
-DRIVES = ("loop", "orbit", "file", "keys", "random", "policy")
+DRIVES = ("loop", "orbit", "file", "keys", "random", "policy", "interactive")
 STAGES = ("read", "denoise", "decode", "depth", "discard", "write", "total")
 
 
 @dataclass
 class RolloutSpec:
-    """What to drive and where to write. ``steps`` is ignored by ``keys`` (the script's length) and ``file``."""
+    """What to drive and where to write. ``steps`` is ignored by ``keys`` (the script's length), ``file`` and
+    ``interactive``."""
 
     drive: str = "loop"
     steps: int = 24
@@ -56,7 +62,7 @@ class RolloutSpec:
         check_video_path(self.out)  # before the rollout runs, not after
 
 
-Step = Callable[[CameraEnv], tuple]
+Step = Callable[[gym.Env], tuple]
 Policy = Callable[[Any, dict], Any]
 
 
@@ -64,18 +70,19 @@ def _pose_steps(poses: torch.Tensor, frames_per_step: int) -> list[Step]:
     """Poses [N, 4, 4] after the start -> one ``step_poses`` per F poses (the last chunk holds its final pose)."""
     pad = (-len(poses)) % frames_per_step
     poses = torch.cat([poses, poses[-1:].expand(pad, 4, 4)])
-    return [lambda env, chunk=chunk: env.step_poses(chunk) for chunk in poses.split(frames_per_step)]
+    return [lambda env, chunk=chunk: env.unwrapped.step_poses(chunk) for chunk in poses.split(frames_per_step)]
 
 
-def _action_steps(actions: list) -> list[Step]:
-    return [lambda env, a=a: env.step(a) for a in actions]
+def _action_steps(actions: Iterable) -> Iterator[Step]:
+    """One step per action, each action taken from ``actions`` only when its step runs."""
+    return (lambda env, a=a: env.step(a) for a in actions)
 
 
 def _policy_steps(policy: Policy, first: tuple, n: int) -> list[Step]:
     """``n`` steps, each acting on the observation and info of the step before (the reset's for the first)."""
     last = {"obs": first[0], "info": first[1]}
 
-    def step(env: CameraEnv) -> tuple:
+    def step(env: gym.Env) -> tuple:
         result = env.step(policy(last["obs"], last["info"]))
         last["obs"], last["info"] = result[0], result[-1]
         return result
@@ -93,26 +100,33 @@ def orbit_path(start: torch.Tensor, n: int, radius: float = 0.5) -> torch.Tensor
     return orbit(center.tolist(), radius, n, start_deg=start_deg)
 
 
-def plan(env: CameraEnv, spec: RolloutSpec, policy: Policy | None = None) -> tuple[tuple, list[Step]]:
-    """Reset ``env`` for ``spec`` and list its steps; returns ((obs, info) of the reset, steps)."""
+def plan(env: gym.Env, spec: RolloutSpec, policy: Policy | None = None, actions: Iterable | None = None
+         ) -> tuple[tuple, list[Step] | Iterator[Step]]:
+    """Reset ``env`` for ``spec`` and list its steps (``interactive``: an iterator over ``actions``); returns
+    ((obs, info) of the reset, steps)."""
     if (spec.drive == "policy") != (policy is not None):
         raise ValueError("drive 'policy' needs a policy, and only that drive takes one")
-    f = env.frames_per_step
+    if (spec.drive == "interactive") != (actions is not None):
+        raise ValueError("drive 'interactive' needs actions, and only that drive takes them")
+    camera: CameraEnv = env.unwrapped
+    f = camera.frames_per_step
     if spec.drive == "file":
         poses = load_geometry_npz(spec.poses_file).poses_c2w
         return env.reset(seed=spec.seed, options={"geometry_npz": spec.poses_file}), _pose_steps(poses[1:], f)
     first = env.reset(seed=spec.seed)
     if spec.drive == "keys":
-        return first, _action_steps(parse_keys(spec.keys))
+        return first, list(_action_steps(parse_keys(spec.keys)))
+    if spec.drive == "interactive":
+        return first, _action_steps(actions)
     if spec.drive == "policy":
         return first, _policy_steps(policy, first, spec.steps)
     if spec.drive == "random":
         env.action_space.seed(spec.seed)
-        return first, _action_steps([env.action_space.sample() for _ in range(spec.steps)])
+        return first, list(_action_steps([env.action_space.sample() for _ in range(spec.steps)]))
     if spec.drive == "loop":
-        return first, _pose_steps(pan_path(env.scene, env.pose, spec.steps * f)[1:], f)
-    path = orbit_path(env.pose, spec.steps * f + 1)
-    first = env.reset(seed=spec.seed, options={"scene": env.scene, "pose": path[0]})
+        return first, _pose_steps(pan_path(camera.scene, camera.pose, spec.steps * f)[1:], f)
+    path = orbit_path(camera.pose, spec.steps * f + 1)
+    first = env.reset(seed=spec.seed, options={"scene": camera.scene, "pose": path[0]})
     return first, _pose_steps(path[1:], f)
 
 
@@ -126,29 +140,33 @@ def _record(info: dict, reward: float) -> dict:
             "timings_ms": {s: getattr(info["timings_ms"], s) for s in STAGES}}
 
 
-def run_rollout(env: CameraEnv, spec: RolloutSpec, policy: Policy | None = None) -> dict:
-    """Run ``spec`` on ``env`` (``policy`` for drive ``policy``); write the video, ``<out>.png`` and
-    ``<out>.json``; return the metrics."""
-    (_, info), steps = plan(env, spec, policy)
+def run_rollout(env: gym.Env, spec: RolloutSpec, policy: Policy | None = None,
+                actions: Iterable | None = None) -> dict:
+    """Run ``spec`` on ``env`` (``policy`` for drive ``policy``, ``actions`` for ``interactive``); write the
+    video, ``<out>.png`` and ``<out>.json``; return the metrics. ValueError when no step ran."""
+    (_, info), steps = plan(env, spec, policy, actions)
     frames = [info["frames"][:1]]
     records: list[dict] = []
     started = time.perf_counter()
-    with tqdm(total=len(steps), desc=f"rollout ({spec.drive})", unit="step", disable=not spec.progress) as bar:
+    total = len(steps) if isinstance(steps, list) else None
+    with tqdm(total=total, desc=f"rollout ({spec.drive})", unit="step", disable=not spec.progress) as bar:
         for step in steps:
-            _, reward, terminated, _, info = step(env)
+            _, reward, terminated, truncated, info = step(env)
             frames.append(info["frames"])
             records.append(_record(info, float(reward)))
             bar.set_postfix(voxels=info["memory_voxels"], coverage=f"{info['coverage']:.2f}")
             bar.update()
-            if terminated:
+            if terminated or truncated:  # the camera env never truncates; a TimeLimit wrapper may
                 break
     wall = time.perf_counter() - started
+    if not records:
+        raise ValueError(f"the {spec.drive} rollout ended before its first step: nothing to write")
     video = np.concatenate(frames)
     out = Path(spec.out)
     write_video(out, _upscale(video, spec.video_scale), fps=env.metadata["render_fps"])
     tiles = video[np.linspace(0, len(video) - 1, min(len(video), 32)).round().astype(int)]
     write_png(out.with_suffix(".png"), contact_sheet(_upscale(tiles, max(spec.video_scale // 2, 1))))
-    metrics = summarise(env, spec, records, len(video), wall)
+    metrics = summarise(env.unwrapped, spec, records, len(video), wall)
     out.with_suffix(".json").write_text(json.dumps(metrics, indent=2))
     return metrics
 

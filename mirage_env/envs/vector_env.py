@@ -9,6 +9,8 @@ Seeding follows :class:`gymnasium.vector.SyncVectorEnv`: ``reset(seed=s)`` seeds
 list of seeds), and autoresets draw from that world's generator. ``reset(options={"reset_mask": mask})`` resets
 only the worlds where ``mask`` is True (partial reset); other options go to every world being reset.
 
+``render_mode="human"`` tiles the N worlds' frames in one window (see :mod:`mirage_env.envs.camera_env`).
+
 World.step always advances all N worlds, so a world that is autoresetting in NEXT_STEP mode is held still in
 that batched step, its result discarded, and then reset: it costs one world's share of that step.
 """
@@ -24,7 +26,9 @@ from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space, concatenate, create_empty_array, iterate
 
 from mirage_env.envs.core import RENDER_MODES, CameraWorlds, CopyableEnv, EnvConfig, check_render_mode
+from mirage_env.envs.window import HumanWindow
 from mirage_env.models import WorldModel
+from mirage_env.video import contact_sheet
 
 
 class CameraVectorEnv(CopyableEnv, gym.vector.VectorEnv):
@@ -50,6 +54,7 @@ class CameraVectorEnv(CopyableEnv, gym.vector.VectorEnv):
         self.observation_space = batch_space(self.single_observation_space, num_envs)
         self.metadata = {**self.metadata, "autoreset_mode": self.autoreset_mode,
                          "render_fps": self.core.world.config.fps}
+        self.window = HumanWindow(self.metadata["render_fps"]) if render_mode == "human" else None
         self._rngs: list[np.random.Generator | None] = [None] * num_envs
         self._obs: list[Any] = [None] * num_envs
         self._steps = np.zeros(num_envs, dtype=np.int64)
@@ -63,6 +68,7 @@ class CameraVectorEnv(CopyableEnv, gym.vector.VectorEnv):
         infos: dict = {}
         for i in np.flatnonzero(mask):
             infos = self._add_info(infos, self._reset_world(i, seeds[i], options), i)
+        self._show()
         return self._batch(), infos
 
     def _reset_world(self, index: int, seed: int | None, options: dict | None) -> dict:
@@ -87,7 +93,9 @@ class CameraVectorEnv(CopyableEnv, gym.vector.VectorEnv):
         terminated = np.zeros(self.num_envs, dtype=np.bool_)
         truncated = np.zeros(self.num_envs, dtype=np.bool_)
         infos: dict = {}
+        shown = []
         for i, (obs, reward, term, info) in enumerate(results):
+            shown.append(info["frames"])
             if restart[i]:
                 info = self._reset_world(i, None, None)
                 infos = self._add_info(infos, info, i)
@@ -100,13 +108,33 @@ class CameraVectorEnv(CopyableEnv, gym.vector.VectorEnv):
                 infos = self._add_info(infos, {"final_obs": obs, "final_info": info}, i)
                 info = self._reset_world(i, None, None)
             infos = self._add_info(infos, info, i)
+        self._show(shown)
         return self._batch(), rewards, terminated, truncated, infos
 
     def render(self) -> tuple[np.ndarray, ...] | None:
+        """The last frame of every world (``rgb_array``); ``human`` shows them in the window and returns None."""
         if self.render_mode is None:
             gym.logger.warn("render() called without a render_mode; make the env with render_mode='rgb_array'")
             return None
+        if self.render_mode == "human":
+            self._show()
+            return None
         return tuple(self.core.render(i) for i in range(self.num_envs))
+
+    def _show(self, frames: list[np.ndarray] | None = None) -> None:
+        """Human mode: every world's frames [F, H, W, 3] (default: its last frame; black before its first reset)
+        tiled into one image per frame, a near-square grid."""
+        if self.window is None:
+            return
+        if frames is None:
+            black = np.zeros((*self.core.config.image_hw, 3), np.uint8)
+            frames = [(black if slot is None else self.core.render(i))[None] for i, slot in enumerate(self.core.slots)]
+        columns = int(np.ceil(np.sqrt(self.num_envs)))
+        self.window.show(np.stack([contact_sheet(worlds, columns) for worlds in np.stack(frames, axis=1)]))
+
+    def close_extras(self, **kwargs: Any) -> None:
+        if self.window is not None:
+            self.window.close()
 
 
 def parse_reset_mask(mask, n: int) -> np.ndarray:
