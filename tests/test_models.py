@@ -85,7 +85,7 @@ def test_real_vae_and_addon_layout_on_meta():
 # ---------------------------------------------------------------- tiny preset
 @pytest.fixture(scope="module")
 def model():
-    return from_preset("tiny", random_init=True)
+    return from_preset("tiny", random_weights=True)
 
 
 def request(model, batch=1, t=3, refs=0, preceding=0, seed=0, memory_scale=1.0) -> SegmentRequest:
@@ -170,7 +170,7 @@ def test_visibility_latent_is_encoded_once_per_shape(model, monkeypatch):
 
 
 def test_memory_branch_has_no_effect_at_init_and_some_after_one_step():
-    model = from_preset("tiny", seed=1, random_init=True)
+    model = from_preset("tiny", model_seed=1, random_weights=True)
     x, times, context, control = denoiser_inputs(model)
     assert torch.equal(model.transformer(x, times, context, control), model.transformer(x, times, context, None))
     with_memory, without_memory = request(model, seed=2), request(model, seed=2, memory_scale=0.0)
@@ -189,7 +189,7 @@ def test_memory_branch_has_no_effect_at_init_and_some_after_one_step():
 
 
 def test_lora_changes_outputs_only_when_enabled_and_merges(tmp_path):
-    model = from_preset("tiny", seed=2, random_init=True)
+    model = from_preset("tiny", model_seed=2, random_weights=True)
     inputs = denoiser_inputs(model)
     base = model.transformer(*inputs)
     add_lora(model.dit, LoraSettings.from_dict(model.preset.lora))
@@ -207,7 +207,7 @@ def test_lora_changes_outputs_only_when_enabled_and_merges(tmp_path):
     merge_lora(model.dit)
     torch.testing.assert_close(model.transformer(*inputs), enabled, rtol=1e-5, atol=1e-5)
 
-    fresh = from_preset("tiny", seed=2, random_init=True)
+    fresh = from_preset("tiny", model_seed=2, random_weights=True)
     load_lora(fresh.dit, tmp_path)
     assert torch.equal(fresh.transformer(*inputs), enabled)
     assert json.loads((tmp_path / "adapter_config.json").read_text())["r"] == model.preset.lora["rank"]
@@ -226,7 +226,7 @@ def test_fused_lora_computes_what_the_adapter_computes():
 
 
 def test_save_and_load_tiny_weights(tmp_path):
-    model = from_preset("tiny", seed=4, random_init=True)
+    model = from_preset("tiny", model_seed=4, random_weights=True)
     add_lora(model.dit, LoraSettings(rank=4, alpha=4))
     with torch.no_grad():
         model.branch.blocks[0].proj_out.weight.normal_(std=0.01)
@@ -246,6 +246,14 @@ def test_save_and_load_tiny_weights(tmp_path):
     assert not torch.equal(loaded.generate(req, torch.Generator().manual_seed(3), 2), null_context)
     with pytest.raises(ValueError, match="do not match preset"):
         from_preset("wan2.2-ti2v-5b", weights_dir=tmp_path)
+
+
+@pytest.mark.parametrize("build", [from_preset, shared_model], ids=["from_preset", "shared_model"])
+@pytest.mark.parametrize("old, new", [("random_init", "random_weights"), ("seed", "model_seed")])
+def test_old_model_keywords_raise_naming_the_new_ones(build, old, new):
+    args = ("tiny",) if build is from_preset else ()
+    with pytest.raises(TypeError, match=f"'{old}' is now called '{new}'"):
+        build(*args, **{old: 1})
 
 
 def save_tiny_text_encoder(root, width: int) -> None:

@@ -14,7 +14,7 @@ from mirage_env.world import InitialView, KeyframeStore, World, WorldConfig
 
 @pytest.fixture(scope="module")
 def model():
-    return from_preset("tiny", seed=0, random_init=True)
+    return from_preset("tiny", model_seed=0, random_weights=True)
 
 
 def start(world: World, index: int, seed: int) -> Scene:

@@ -18,6 +18,7 @@ from diffusers import AutoencoderKLWan, WanTransformer3DModel
 from safetensors.torch import save_file
 from torch import nn
 
+from mirage_env.config_checks import reject_renamed_keywords
 from mirage_env.models import lora as lora_ops
 from mirage_env.models.addon import MemoryBranch, build_addon, check_addon
 from mirage_env.models.dit import MirageTransformer
@@ -218,15 +219,16 @@ def _fresh(build, seed: int, dtype: torch.dtype) -> nn.Module:
         return _cast(build(), dtype)
 
 
+@reject_renamed_keywords
 def from_preset(name: str, weights_dir: str | Path | None = None, device: torch.device | str = "cpu",
                 dtype: torch.dtype = torch.float32, vae_dtype: torch.dtype = torch.float32,
-                seed: int = 0, random_init: bool = False, fuse_lora: bool = False) -> WanWorldModel:
+                model_seed: int = 0, random_weights: bool = False, fuse_lora: bool = False) -> WanWorldModel:
     """Build the ``wan`` backend of preset ``name`` ("tiny" or "wan2.2-ti2v-5b").
 
     ``weights_dir`` holds the layout described in :mod:`mirage_env.models.loading`. Without it, ``tiny`` loads the
     trained weights shipped in the package (:func:`~mirage_env.models.loading.shipped_weights_dir`) and the real
-    preset raises :class:`MissingWeightsError` listing the expected files. ``random_init=True`` gives ``tiny``
-    random weights drawn from ``seed`` instead (the same model for the same seed; the starting point of
+    preset raises :class:`MissingWeightsError` listing the expected files. ``random_weights=True`` gives ``tiny``
+    random weights drawn from ``model_seed`` instead (the same model for the same seed; the starting point of
     training). ``dtype`` applies to the DiT and the branch
     (bfloat16 suits the real model on a GPU), ``vae_dtype`` to the VAE. A fresh branch copies its blocks from the
     DiT and has zero output projections (no effect until trained). LoRA found in ``lora/`` is loaded and enabled;
@@ -236,15 +238,15 @@ def from_preset(name: str, weights_dir: str | Path | None = None, device: torch.
     """
     preset = load_preset(name)
     text_encoder, lora_dir, branch = None, None, None
-    if random_init and (name != "tiny" or weights_dir is not None):
-        raise ValueError("random_init is for the tiny preset without weights_dir")
-    if weights_dir is None and not random_init:
+    if random_weights and (name != "tiny" or weights_dir is not None):
+        raise ValueError("random_weights is for the tiny preset without weights_dir")
+    if weights_dir is None and not random_weights:
         if name != "tiny":
             raise MissingWeightsError(f"preset {name!r} needs weights_dir.\n" + expected_files(None, name))
         weights_dir = shipped_weights_dir(name)
     if weights_dir is None:
-        dit = _fresh(lambda: build_transformer(preset), seed, dtype)
-        vae = _fresh(lambda: build_vae(preset), seed + 1, vae_dtype)
+        dit = _fresh(lambda: build_transformer(preset), model_seed, dtype)
+        vae = _fresh(lambda: build_vae(preset), model_seed + 1, vae_dtype)
     else:
         root = Path(weights_dir)
         present = check_weights_dir(root, name)
@@ -262,7 +264,7 @@ def from_preset(name: str, weights_dir: str | Path | None = None, device: torch.
                                  f"{preset.transformer['text_dim']}")
         lora_dir = root / "lora" if "lora" in present else None
     if branch is None:
-        branch = _fresh(lambda: build_addon(preset), seed + 2, dit.dtype)
+        branch = _fresh(lambda: build_addon(preset), model_seed + 2, dit.dtype)
         branch.init_from_dit(dit)
     model = WanWorldModel(preset, vae, MirageTransformer(dit, branch), text_encoder)
     if lora_dir is not None:

@@ -68,7 +68,7 @@ def train_world_model(out: Path, vae_dir: Path, steps: dict[str, int], seed: int
     """Stages ``dit``, ``addon`` and ``lora`` of the tiny world model on top of a trained VAE, on ``clips``
     (default: the simulator)."""
     vae = AutoencoderKLWan.from_pretrained(vae_dir, local_files_only=True)
-    base = from_preset("tiny", seed=seed, random_init=True)
+    base = from_preset("tiny", model_seed=seed, random_weights=True)
     model = WanWorldModel(base.preset, vae, base.transformer)
     pool = SegmentPool(model, data, WorldConfig(), seed, clips)
     summary = {}
