@@ -12,6 +12,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from mirage_env import ops
+from mirage_env.config_checks import check_choice, check_int, check_number
 from mirage_env.geometry.camera import pack_cameras
 from mirage_env.geometry.checks import check_intrinsics, check_poses
 from mirage_env.memory.lifting import lift_cells
@@ -20,6 +21,8 @@ from mirage_env.memory.voxels import merge_sorted, pack_voxel_keys, voxel_coords
 FORMAT_NAME = "mirage-env-latent-memory"
 FORMAT_VERSION = "1"
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+MEMORY_DTYPES = tuple(_DTYPES)
+MAX_CAPACITY = (1 << 32) - 1  # z-buffer keys hold a 32-bit index
 
 
 @dataclass(frozen=True)
@@ -45,14 +48,12 @@ class MemoryConfig:
     near: float = 1e-2
 
     def __post_init__(self) -> None:
-        if self.feature_dim < 1 or self.capacity < 1:
-            raise ValueError("feature_dim and capacity must be positive")
-        if not self.voxel_size > 0 or not self.max_weight >= 1 or not self.near >= 0:
-            raise ValueError("voxel_size must be > 0, max_weight >= 1 and near >= 0")
-        if self.dtype not in _DTYPES:
-            raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {self.dtype!r}")
-        if self.capacity >= 1 << 32:
-            raise ValueError("capacity must be below 2**32 (z-buffer keys hold a 32-bit index)")
+        check_int("feature_dim", self.feature_dim, 1)
+        check_int("capacity", self.capacity, 1, MAX_CAPACITY)
+        check_number("voxel_size", self.voxel_size, 0.0, low_open=True)
+        check_choice("dtype", self.dtype, MEMORY_DTYPES)
+        check_number("max_weight", self.max_weight, 1.0)
+        check_number("near", self.near, 0.0)
 
 
 class MemoryRead(NamedTuple):
