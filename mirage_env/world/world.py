@@ -19,7 +19,7 @@ import torch
 
 from mirage_env.config_checks import check_bool, check_choice, check_int, check_number, check_size
 from mirage_env.geometry.camera import backproject_depth, intrinsics_from_fov, scale_intrinsics
-from mirage_env.geometry.checks import check_finite, check_float, check_intrinsics, check_poses, check_shape
+from mirage_env.geometry.checks import check_float, check_intrinsics, check_poses, check_shape
 from mirage_env.memory import LatentSpatialMemory, MemoryConfig, MemoryRead
 from mirage_env.memory.latent_memory import MAX_CAPACITY, MEMORY_DTYPES
 from mirage_env.memory.append_only import AppendOnlyLatentMemory
@@ -31,9 +31,8 @@ from mirage_env.models.interface import SegmentRequest, WorldModel
 from mirage_env.sim import Scene, render
 from mirage_env.video import to_uint8, to_unit
 from mirage_env.world.keyframes import KeyframeStore
+from mirage_env.world.snapshots import SNAPSHOT_FORMAT, SNAPSHOT_VERSION, check_world_snapshot
 
-SNAPSHOT_FORMAT = "mirage-env-world"
-SNAPSHOT_VERSION = 1
 MEMORY_KINDS = ("latent", "append", "rgb")
 
 
@@ -445,18 +444,21 @@ class World:
         }
 
     def load_state_dict(self, index: int, state: dict, depth: DepthProvider | None = None) -> None:
-        """Restore world ``index`` from :meth:`state_dict` (e.g. to branch a rollout); ValueError when foreign."""
-        if state.get("format") != SNAPSHOT_FORMAT or state.get("version") != SNAPSHOT_VERSION:
-            raise ValueError(f"not a {SNAPSHOT_FORMAT} snapshot of version {SNAPSHOT_VERSION}")
-        check_finite("first_latent", state["first_latent"])
+        """Restore world ``index`` from :meth:`state_dict` (e.g. to branch a rollout). A foreign, incomplete or
+        inconsistent snapshot raises ValueError naming the problem (:func:`check_world_snapshot`); the world is
+        then left as it was."""
+        if self.config.memory != "latent":
+            raise ValueError(f"snapshots need the latent memory, this world has memory={self.config.memory!r}")
+        check_world_snapshot(state, (self.model.latent_channels, *self.latent_hw))
         memory = self._new_memory()
         memory.load_state_dict(state["memory"])
         generator = torch.Generator()
         generator.set_state(state["generator"])
         previous = self._states[index]
         provider = depth or (previous.depth if previous is not None else MemoryDepth())
-        self._states[index] = _State(memory, state["K"], state["pose"], int(state["frame"]), generator,
-                                     state["first_latent"], list(state["history"]), list(state["history_frames"]),
+        self._states[index] = _State(memory, state["K"].to(torch.float64), state["pose"].to(torch.float64),
+                                     int(state["frame"]), generator, state["first_latent"], list(state["history"]),
+                                     [int(f) for f in state["history_frames"]],
                                      KeyframeStore.from_state_dict(state["keyframes"]), provider)
 
     def save(self, index: int, path: str | Path) -> None:
@@ -469,4 +471,7 @@ class World:
             state = torch.load(path, weights_only=True)
         except Exception as error:  # torch raises several types for corrupt files
             raise ValueError(f"{path}: not a readable world snapshot ({error})") from error
-        self.load_state_dict(index, state, depth)
+        try:
+            self.load_state_dict(index, state, depth)
+        except ValueError as error:
+            raise ValueError(f"{path}: {error}") from error
