@@ -194,3 +194,9 @@ def test_export_halves_storage_and_loads_back_at_float32(tmp_path):
     loaded = from_preset("tiny", weights_dir=tmp_path / "half")
     for (name, a), b in zip(model.transformer.state_dict().items(), loaded.transformer.state_dict().values()):
         assert b.dtype == torch.float32 and torch.equal(a.half().float(), b), name
+    from mirage_env.models.manifest import verify_manifest
+
+    assert verify_manifest(tmp_path / "half")  # the exporter writes the manifest from_preset verifies
+    (tmp_path / "half" / "vae" / "config.json").write_text("{}")
+    with pytest.raises(ValueError, match="vae/config.json has"):
+        from_preset("tiny", weights_dir=tmp_path / "half")

@@ -20,7 +20,7 @@ from torch import nn
 
 from mirage_env.config_checks import reject_renamed_keywords
 from mirage_env.models import lora as lora_ops
-from mirage_env.models.addon import MemoryBranch, build_addon, check_addon
+from mirage_env.models.addon import MemoryBranch, build_addon
 from mirage_env.models.dit import MirageTransformer
 from mirage_env.models.interface import SegmentRequest
 from mirage_env.models.vae_inference import speed_up_vae_inference
@@ -31,11 +31,11 @@ from mirage_env.models.loading import (
     expected_files,
     shipped_weights_dir,
 )
+from mirage_env.models.manifest import verify_manifest
 from mirage_env.models.presets import (
     Preset,
     build_transformer,
     build_vae,
-    check_compatible,
     load_preset,
 )
 from mirage_env.models.sampler import (
@@ -45,6 +45,7 @@ from mirage_env.models.sampler import (
     training_sigmas,
 )
 from mirage_env.models.text import TextEncoder
+from mirage_env.models.weight_files import check_weight_files
 
 
 @dataclass
@@ -235,6 +236,10 @@ def from_preset(name: str, weights_dir: str | Path | None = None, device: torch.
     ``fuse_lora=True`` folds it into the base weights (as diffusers' ``fuse_lora``: inference only, the same outputs
     up to float rounding, and half the DiT's matrix products at small batches), otherwise it stays separate (see
     :mod:`mirage_env.models.lora`).
+
+    Before anything loads, a folder with a ``manifest.json`` (the shipped one has one) must match it
+    (:mod:`mirage_env.models.manifest`), and every part's config and tensors must fit the preset
+    (:mod:`mirage_env.models.weight_files`); both raise ValueError naming the file.
     """
     preset = load_preset(name)
     text_encoder, lora_dir, branch = None, None, None
@@ -250,13 +255,12 @@ def from_preset(name: str, weights_dir: str | Path | None = None, device: torch.
     else:
         root = Path(weights_dir)
         present = check_weights_dir(root, name)
+        verify_manifest(root)
+        check_weight_files(root, present, preset)
         dit = WanTransformer3DModel.from_pretrained(root / "transformer", torch_dtype=dtype, local_files_only=True)
-        check_compatible("transformer", dict(dit.config), preset)
         vae = AutoencoderKLWan.from_pretrained(root / "vae", torch_dtype=vae_dtype, local_files_only=True)
-        check_compatible("vae", dict(vae.config), preset)
         if "addon" in present:
             branch = MemoryBranch.from_pretrained(root / "addon", torch_dtype=dtype, local_files_only=True)
-            check_addon(branch, preset)
         if "text_encoder" in present:
             text_encoder = TextEncoder(root / "text_encoder", root / "tokenizer", device, dtype)
             if text_encoder.dim != preset.transformer["text_dim"]:
