@@ -38,11 +38,7 @@ class CameraVectorEnv(CopyableEnv, gym.vector.VectorEnv):
     def __init__(self, num_envs: int = 1, max_episode_steps: int | None = None,
                  autoreset_mode: str | AutoresetMode = AutoresetMode.NEXT_STEP, render_mode: str | None = None,
                  model: WorldModel | None = None, **config: Any) -> None:
-        check_int("num_envs", num_envs, 1)
-        if max_episode_steps is not None:
-            check_int("max_episode_steps", max_episode_steps, 1)
-        check_choice("autoreset_mode", autoreset_mode, [*AutoresetMode, *(m.value for m in AutoresetMode)])
-        check_render_mode(render_mode)
+        check_vector_arguments(num_envs, max_episode_steps, autoreset_mode, render_mode)
         env_config = EnvConfig.from_kwargs(config)
         self._init_args = {"num_envs": num_envs, "max_episode_steps": max_episode_steps,
                            "autoreset_mode": autoreset_mode, "render_mode": render_mode, "model": model, **config}
@@ -115,6 +111,16 @@ class CameraVectorEnv(CopyableEnv, gym.vector.VectorEnv):
             gym.logger.warn("render() called without a render_mode; make the env with render_mode='rgb_array'")
             return None
         return tuple(self.core.render(i) for i in range(self.num_envs))
+
+
+def check_vector_arguments(num_envs: int, max_episode_steps: int | None, autoreset_mode: str | AutoresetMode,
+                           render_mode: str | None) -> None:
+    """The vector env's own arguments (the world settings are :class:`EnvConfig`'s); raises naming the argument."""
+    check_int("num_envs", num_envs, 1)
+    if max_episode_steps is not None:
+        check_int("max_episode_steps", max_episode_steps, 1)
+    check_choice("autoreset_mode", autoreset_mode, [*AutoresetMode, *(m.value for m in AutoresetMode)])
+    check_render_mode(render_mode)
 
 
 def parse_reset_mask(mask, n: int) -> np.ndarray:
