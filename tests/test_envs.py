@@ -298,7 +298,7 @@ def _bad_reset_options(view):
 
 @pytest.mark.parametrize("kind", ["single", "vector"])
 def test_bad_reset_options_raise_before_anything_changes(kind):
-    env = make(CAMERA) if kind == "single" else CameraVectorEnv(num_envs=2, **FAST)
+    env = make(CAMERA, reward="goal") if kind == "single" else CameraVectorEnv(num_envs=2, reward="goal", **FAST)
     env.reset(seed=2)
     env.step(None)
     pose = env.unwrapped.core.world.poses.clone()
@@ -307,6 +307,7 @@ def test_bad_reset_options_raise_before_anything_changes(kind):
             env.reset(options=options)
         assert torch.equal(env.unwrapped.core.world.poses, pose)
     assert int(env.unwrapped.core.world.state(0).frame) == 4  # the episode was not restarted
+    env.reset(seed=2, options={"scene": None, "pose": None, "goal_pose": None})  # None: not given
 
 
 def test_step_none_keeps_every_camera_still_in_both_envs():

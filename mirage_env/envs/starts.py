@@ -87,7 +87,8 @@ def pose_option(name: str, value: Any) -> torch.Tensor:
 
 def check_reset_options(options: Any, extra_keys: tuple[str, ...] = ()) -> dict:
     """``reset`` options checked before anything changes: None or a dict of keys from :data:`OPTION_KEYS` (plus
-    ``extra_keys``) holding values of the right types. Returns a copy with poses as float64 tensors."""
+    ``extra_keys``) holding values of the right types. Returns a copy without the keys whose value is None (not
+    given) and with poses as float64 tensors."""
     if options is None:
         return {}
     if not isinstance(options, dict):
@@ -96,18 +97,18 @@ def check_reset_options(options: Any, extra_keys: tuple[str, ...] = ()) -> dict:
     unknown = [k for k in options if k not in known]
     if unknown:
         raise ValueError(f"unknown reset options {unknown}; known: {list(known)}")
-    options = dict(options)
-    sources = [k for k in ("scene", "view", "geometry_npz") if options.get(k) is not None]
+    options = {k: v for k, v in options.items() if v is not None}
+    sources = [k for k in ("scene", "view", "geometry_npz") if k in options]
     if len(sources) > 1:
         raise ValueError(f"reset options {sources} are exclusive: give one start")
-    if options.get("pose") is not None and sources and sources[0] != "scene":
+    if "pose" in options and sources and sources[0] != "scene":
         raise ValueError("the 'pose' option goes with a simulator scene, not with 'view' or 'geometry_npz'")
     for name in ("pose", "goal_pose"):
-        if options.get(name) is not None:
+        if name in options:
             options[name] = pose_option(name, options[name])
-    if options.get("scene") is not None and not isinstance(options["scene"], Scene):
+    if "scene" in options and not isinstance(options["scene"], Scene):
         raise TypeError(f"options['scene'] must be a mirage_env.sim.Scene, got {type(options['scene']).__name__}")
-    if options.get("view") is not None:
+    if "view" in options:
         check_view(options["view"], name="options['view']")
     path = options.get("geometry_npz")
     if path is not None and not isinstance(path, (str, os.PathLike)):
