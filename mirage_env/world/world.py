@@ -21,9 +21,9 @@ from mirage_env.config_checks import check_bool, check_choice, check_int, check_
 from mirage_env.geometry.camera import backproject_depth, intrinsics_from_fov, scale_intrinsics
 from mirage_env.geometry.checks import check_float, check_intrinsics, check_poses, check_shape
 from mirage_env.memory import LatentSpatialMemory, MemoryConfig, MemoryRead
-from mirage_env.memory.latent_memory import MAX_CAPACITY, MEMORY_DTYPES
 from mirage_env.memory.append_only import AppendOnlyLatentMemory
 from mirage_env.memory.discard import DiscardConfig, DiscardStats, discard_dynamic
+from mirage_env.memory.latent_memory import MAX_CAPACITY, MEMORY_DTYPES
 from mirage_env.memory.rgb_cache import RgbCacheConfig, RgbPointCache
 from mirage_env.memory.voxels import pack_voxel_keys, voxel_coords
 from mirage_env.models.depth import Cameras, DepthProvider, MemoryDepth, SimulatorDepth
