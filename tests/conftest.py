@@ -29,7 +29,7 @@ def one_thread():
 def memory_model():
     """The tiny preset with a random (not zero) memory-branch output: the untrained branch has no effect, so the
     camera would not change the frames (see test_envs.test_an_action_changes_the_next_frame...)."""
-    model = from_preset("tiny", seed=0, random_init=True)
+    model = from_preset("tiny", model_seed=0, random_weights=True)
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for name, module in model.branch.named_modules():

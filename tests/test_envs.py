@@ -207,10 +207,126 @@ def test_reset_from_a_user_view_a_geometry_npz_and_a_scene_with_pose(tmp_path):
     scene = sample_scene(7, "indoor")
     obs, _ = env.reset(options={"scene": scene, "pose": view.c2w})
     assert env.unwrapped.scene is scene and np.allclose(obs["pose"], view.c2w[:3].numpy().reshape(12), atol=1e-6)
-    for options, message in (({"typo": 1}, "unknown reset options"), ({"view": view, "scene": scene}, "exclusive"),
-                             ({"scene": "kitchen"}, "Scene")):
+    for options, message in (({"typo": 1}, "unknown reset options"), ({"view": view, "scene": scene}, "exclusive")):
         with pytest.raises(ValueError, match=message):
             env.reset(options=options)
+
+
+BAD_ENV_ARGUMENTS = [
+    ({"collision_radius": float("nan")}, ValueError, "collision_radius must be finite"),
+    ({"collision_radius": -0.1}, ValueError, "collision_radius must lie in"),
+    ({"collision_radius": "0.2"}, TypeError, "collision_radius must be a number"),
+    ({"fov_deg": 0}, ValueError, "fov_deg must lie in"),
+    ({"fov_deg": 180}, ValueError, "fov_deg must lie in"),
+    ({"fov_deg": float("nan")}, ValueError, "fov_deg must be finite"),
+    ({"move_m": float("nan")}, ValueError, "move_m must be finite"),
+    ({"move_m": float("inf")}, ValueError, "move_m must be finite"),
+    ({"turn_deg": -1.0}, ValueError, "turn_deg must lie in"),
+    ({"max_pitch_deg": 90}, ValueError, "max_pitch_deg must lie in"),
+    ({"image_size": 0}, ValueError, "image_size height must be >= 1"),
+    ({"image_size": "64"}, TypeError, "image_size must be an int or a pair"),
+    ({"image_size": (64,)}, TypeError, "image_size must be an int or a pair"),
+    ({"image_size": (64.0, 64)}, TypeError, "image_size height must be an integer"),
+    ({"image_size": True}, TypeError, "image_size height must be an integer"),
+    ({"image_size": 60}, ValueError, "image_size \\(60, 60\\) must be a multiple of the model's spatial stride 8"),
+    ({"obs_size": (32, 0)}, ValueError, "obs_size width must be >= 1"),
+    ({"latents_per_step": 0}, ValueError, "latents_per_step must be >= 1"),
+    ({"num_steps": 1.5}, TypeError, "num_steps must be an integer"),
+    ({"scene_kind": "cave"}, ValueError, "scene_kind must be one of"),
+    ({"action_mode": "mouse"}, ValueError, "action_mode must be one of"),
+    ({"obs_mode": "depth"}, ValueError, "obs_mode must be one of"),
+    ({"reward": "fun"}, ValueError, "unknown reward"),
+    ({"preset": "huge"}, ValueError, "preset must be one of"),
+    ({"dtype": "int8"}, ValueError, "dtype must be one of"),
+    ({"device": "toaster"}, ValueError, "device"),
+    ({"model_seed": -1}, ValueError, "model_seed must be >= 0"),
+    ({"random_weights": "yes"}, TypeError, "random_weights must be True or False"),
+    ({"weights_dir": 3}, TypeError, "weights_dir must be a path"),
+    ({"world": "big"}, TypeError, "world must be a dict"),
+    ({"world": {"voxel_size": float("nan")}}, ValueError, "voxel_size must be finite"),
+    ({"world": {"memory_dtype": "int8"}}, ValueError, "memory_dtype must be one of"),
+    ({"world": {"fov_deg": 90.0}}, ValueError, "world\\['fov_deg'\\]: set the env argument 'fov_deg'"),
+    ({"world": {"voxel": 0.1}}, TypeError, "world: unknown argument \\['voxel'\\]"),
+    ({"frame_size": 64}, TypeError, "unknown argument \\['frame_size'\\]"),
+    ({"random_init": True}, TypeError, "'random_init' is now called 'random_weights'"),
+    ({"seed": 3}, TypeError, "'seed' is now called 'model_seed'"),
+]
+
+
+@pytest.mark.parametrize("kwargs, error, message", BAD_ENV_ARGUMENTS)
+@pytest.mark.parametrize("kind", ["single", "vector"])
+def test_bad_env_arguments_raise_naming_the_argument_in_both_envs(kind, kwargs, error, message):
+    with pytest.raises(error, match=message):
+        if kind == "single":
+            make(CAMERA, **kwargs)
+        else:
+            CameraVectorEnv(num_envs=2, **{**FAST, **kwargs})
+
+
+@pytest.mark.parametrize("kwargs, error, message", [
+    ({"num_envs": 0}, ValueError, "num_envs must be >= 1"),
+    ({"num_envs": "2"}, TypeError, "num_envs must be an integer"),
+    ({"max_episode_steps": 0}, ValueError, "max_episode_steps must be >= 1"),
+    ({"autoreset_mode": "Sometimes"}, ValueError, "autoreset_mode must be one of"),
+    ({"render_mode": "human-ish"}, ValueError, "render_mode"),
+])
+def test_bad_vector_env_arguments_raise_naming_the_argument(kwargs, error, message):
+    with pytest.raises(error, match=message):
+        CameraVectorEnv(**{"num_envs": 2, **FAST, **kwargs})
+
+
+def test_image_size_takes_an_int_or_a_pair_of_ints():
+    env = make(CAMERA, image_size=(np.int64(32), 48))
+    assert env.reset(seed=0)[0].shape == (32, 48, 3)
+
+
+def _bad_reset_options(view):
+    nan_pose = torch.eye(4, dtype=torch.float64)
+    nan_pose[0, 3] = float("nan")
+    return [
+        ([1, 2], TypeError, "options must be a dict or None"),
+        ({"pose": "abc"}, TypeError, "options\\['pose'\\] must be a 4x4"),
+        ({"pose": [[1, 2], [3, 4]]}, ValueError, "options\\['pose'\\] must have shape \\[4, 4\\]"),
+        ({"pose": nan_pose}, ValueError, "options\\['pose'\\] contains NaN"),
+        ({"pose": np.diag([2.0, 2.0, 2.0, 1.0])}, ValueError, "options\\['pose'\\] rotation is not orthonormal"),
+        ({"goal_pose": "abc"}, TypeError, "options\\['goal_pose'\\] must be a 4x4"),
+        ({"view": {}}, TypeError, "options\\['view'\\] must be a mirage_env.world.InitialView"),
+        ({"view": InitialView(view.image.numpy(), view.depth, view.K, view.c2w)}, TypeError,
+         "options\\['view'\\].image must be a torch.Tensor"),
+        ({"view": InitialView(view.image, view.depth, view.K * float("nan"), view.c2w)}, ValueError,
+         "options\\['view'\\].K contains NaN"),
+        ({"scene": "kitchen"}, TypeError, "options\\['scene'\\] must be a mirage_env.sim.Scene"),
+        ({"geometry_npz": 5}, TypeError, "options\\['geometry_npz'\\] must be a path"),
+        ({"typo": 1}, ValueError, "unknown reset options \\['typo'\\]; known: \\['scene', 'pose'"),
+    ]
+
+
+@pytest.mark.parametrize("kind", ["single", "vector"])
+def test_bad_reset_options_raise_before_anything_changes(kind):
+    env = make(CAMERA, reward="goal") if kind == "single" else CameraVectorEnv(num_envs=2, reward="goal", **FAST)
+    env.reset(seed=2)
+    env.step(None)
+    pose = env.unwrapped.core.world.poses.clone()
+    for options, error, message in _bad_reset_options(_view(7, (64, 64))):
+        with pytest.raises(error, match=message):
+            env.reset(options=options)
+        assert torch.equal(env.unwrapped.core.world.poses, pose)
+    assert int(env.unwrapped.core.world.state(0).frame) == 4  # the episode was not restarted
+    env.reset(seed=2, options={"scene": None, "pose": None, "goal_pose": None})  # None: not given
+
+
+def test_step_none_keeps_every_camera_still_in_both_envs():
+    single = make(CAMERA)
+    single.reset(seed=4)
+    start = single.unwrapped.pose
+    _, _, _, _, info = single.step(None)
+    assert torch.equal(single.unwrapped.pose, start) and info["frame_index"] == 4
+    vector = CameraVectorEnv(num_envs=2, **FAST)
+    vector.reset(seed=4)
+    starts = vector.core.world.poses.clone()
+    obs, rewards, terminated, truncated, info = vector.step(None)
+    assert torch.equal(vector.core.world.poses, starts) and info["frame_index"].tolist() == [4, 4]
+    assert obs.shape == (2, 64, 64, 3) and not terminated.any() and not truncated.any()
 
 
 def test_reset_clears_the_memory():

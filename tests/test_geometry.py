@@ -181,6 +181,39 @@ def test_geometry_npz_errors(tmp_path):
         load_geometry_npz(singular)
 
 
+def _npz(path, **overrides):
+    arrays = {"depths": np.ones((2, 4, 4), np.float32), "intrinsics": intrinsics_from_fov(60.0, (4, 4)).numpy(),
+              "poses_c2w": np.tile(np.eye(4), (2, 1, 1)), "frames": np.zeros((2, 4, 4, 3), np.uint8)}
+    np.savez(path, **{**arrays, **overrides})
+    return path
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"frames": np.full((2, 4, 4, 3), 0.9)}, "frames must be uint8 .* got float64; convert"),
+    ({"frames": np.arange(96).reshape(2, 4, 4, 3) * 3 + 15}, "frames hold values outside \\[0, 255\\] \\(15 .. 300\\)"),
+    ({"frames": np.full((2, 4, 4, 3), -1, np.int16)}, "frames hold values outside"),
+    ({"frames": np.ones((2, 4, 4, 3), bool)}, "frames must be uint8"),
+    ({"masks": np.full((2, 4, 4), 0.5)}, "masks must be bool or integers"),
+    ({"depths": np.full((2, 4, 4), np.nan, np.float32)}, "depths contain NaN or negative"),
+    ({"depths": np.full((2, 4, 4), -np.inf, np.float32)}, "depths contain NaN or negative"),
+    ({"depths": np.array([["a"]])}, "depths must hold numbers, got <U1"),
+    ({"depths": np.ones((0, 4, 4), np.float32), "poses_c2w": np.ones((0, 4, 4))}, "depths must hold at least one"),
+    ({"intrinsics": np.zeros((3, 3))}, "intrinsics"),
+    ({"poses_c2w": np.full((2, 4, 4), np.nan)}, "poses_c2w contains NaN"),
+])
+def test_geometry_npz_rejects_frames_depths_and_cameras_that_would_load_wrong(tmp_path, overrides, message):
+    path = _npz(tmp_path / "geometry.npz", **overrides)
+    with pytest.raises(ValueError, match=message) as error:
+        load_geometry_npz(path)
+    assert str(path) in str(error.value)
+
+
+def test_geometry_npz_takes_integer_frames_within_0_255_and_integer_masks(tmp_path):
+    frames = np.full((2, 4, 4, 3), 255, np.int64)
+    sequence = load_geometry_npz(_npz(tmp_path / "g.npz", frames=frames, masks=np.full((2, 4, 4), 255, np.uint8)))
+    assert sequence.frames.dtype == torch.uint8 and int(sequence.frames.max()) == 255 and bool(sequence.masks.all())
+
+
 def test_realestate10k_reader(tmp_path):
     w2c = invert_pose(look_at((1.0, 0.0, -2.0), (0.0, 0.0, 0.0)))
     numbers = [0.5, 0.6, 0.5, 0.5, 0.0, 0.0] + w2c[:3, :4].flatten().tolist()
@@ -197,3 +230,9 @@ def test_realestate10k_reader(tmp_path):
     path.write_text("url\n1 2 3\n")
     with pytest.raises(ValueError, match="19 numbers"):
         load_realestate10k(path, (90, 160))
+    path.write_text(text.replace("1000", "nan"))
+    with pytest.raises(ValueError, match="timestamps must be finite"):
+        load_realestate10k(path, (90, 160))
+    path.write_text(text)
+    with pytest.raises(TypeError, match="image_hw must be an int or a pair"):
+        load_realestate10k(path, "90x160")

@@ -207,6 +207,69 @@ def test_corrupt_memory_file_raises_and_leaves_memory_unchanged(tmp_path):
     assert_unchanged(memory, before)
 
 
+def _corrupt(name, change):
+    def apply(state):
+        state[name] = change(state[name])
+        return state
+    return apply
+
+
+def _with_nan(x):
+    x = x.clone()
+    x.view(-1)[0] = float("nan")
+    return x
+
+
+BAD_MEMORY_STATES = [
+    (_corrupt("features", _with_nan), "features contains NaN"),
+    (_corrupt("positions", lambda x: x + float("inf")), "positions contains infinite"),
+    (_corrupt("weights", _with_nan), "weights contains NaN"),
+    (_corrupt("weights", lambda x: x * 0), "weights must lie in \\(0, 64.0\\]"),
+    (_corrupt("weights", lambda x: x * 1000), "weights must lie in"),
+    (_corrupt("keys", lambda x: x.roll(1)), "keys do not match the voxels of positions"),
+    (_corrupt("keys", lambda x: x.float()), "keys must be an int64 tensor"),
+    (_corrupt("last_seen", lambda x: x - 10), "last_seen must be >= 0"),
+    (_corrupt("last_seen", lambda x: x.float()), "last_seen must be an int64 tensor"),
+    (_corrupt("last_seen", lambda x: x + 5), "last_seen .* after step"),
+    (_corrupt("step", lambda x: x.float() + 0.5), "step must be an int64 tensor"),
+    (_corrupt("step", lambda x: x * 0 - 1), "step must be >= 0"),
+    (_corrupt("positions", lambda x: x.numpy()), "positions must be a torch.Tensor"),
+    (_corrupt("positions", lambda x: x.double()), "positions must be a float32 tensor"),
+]
+
+
+@pytest.mark.parametrize("corrupt, message", BAD_MEMORY_STATES)
+def test_inconsistent_memory_states_raise_and_leave_memory_unchanged(tmp_path, corrupt, message):
+    memory = make_memory(max_weight=64.0)
+    memory.write(*view(0, look_at((0.0, 0.0, 0.0), (0.0, 0.0, 1.0))))
+    memory.write(*view(1, look_at((0.0, 0.0, 0.0), (1.0, 0.0, 1.0))))
+    before = snapshot(memory)
+    with pytest.raises(ValueError, match=message):
+        memory.load_state_dict(corrupt(memory.state_dict()))
+    assert_unchanged(memory, before)
+    state = corrupt(memory.state_dict())
+    if all(isinstance(v, torch.Tensor) for v in state.values()):  # the same through a file, which it names
+        from safetensors.torch import save_file
+
+        save_file({k: v.contiguous() for k, v in state.items()}, str(tmp_path / "bad.safetensors"))
+        with pytest.raises(ValueError, match="bad.safetensors"):
+            LatentSpatialMemory.load(tmp_path / "bad.safetensors")
+
+
+def test_a_position_on_the_far_border_of_its_voxel_loads():
+    from mirage_env.memory.voxels import pack_voxel_keys
+
+    memory = make_memory(voxel_size=0.1)
+    memory.write(*view(0, look_at((0.0, 0.0, 0.0), (0.0, 0.0, 1.0))))
+    state = memory.state_dict()
+    # the far corner of voxel (-1, -1, -1), where float32 rounding can put a fused mean of points inside it
+    state["positions"][0] = 0.0
+    state["keys"][0] = pack_voxel_keys(torch.tensor([[-1, -1, -1]]))[0]
+    assert not bool((state["keys"][1:] == state["keys"][0]).any())
+    memory.load_state_dict(state)
+    assert torch.equal(memory.keys, state["keys"])
+
+
 def bad_writes():
     c2w = look_at((0.0, 0.0, 0.0), (0.0, 0.0, 1.0))
     latents, depth, K, _ = view(0, c2w)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
 from mirage_env.envs import clear_model_cache, shared_model
 from mirage_env.models import (
@@ -16,6 +18,8 @@ from mirage_env.models import (
     load_preset,
 )
 from mirage_env.models.addon import build_addon
+from mirage_env.models.loading import shipped_weights_dir
+from mirage_env.models.manifest import verify_manifest, write_manifest
 from mirage_env.models.depth import (
     Cameras,
     MemoryDepth,
@@ -85,7 +89,7 @@ def test_real_vae_and_addon_layout_on_meta():
 # ---------------------------------------------------------------- tiny preset
 @pytest.fixture(scope="module")
 def model():
-    return from_preset("tiny", random_init=True)
+    return from_preset("tiny", random_weights=True)
 
 
 def request(model, batch=1, t=3, refs=0, preceding=0, seed=0, memory_scale=1.0) -> SegmentRequest:
@@ -170,7 +174,7 @@ def test_visibility_latent_is_encoded_once_per_shape(model, monkeypatch):
 
 
 def test_memory_branch_has_no_effect_at_init_and_some_after_one_step():
-    model = from_preset("tiny", seed=1, random_init=True)
+    model = from_preset("tiny", model_seed=1, random_weights=True)
     x, times, context, control = denoiser_inputs(model)
     assert torch.equal(model.transformer(x, times, context, control), model.transformer(x, times, context, None))
     with_memory, without_memory = request(model, seed=2), request(model, seed=2, memory_scale=0.0)
@@ -189,7 +193,7 @@ def test_memory_branch_has_no_effect_at_init_and_some_after_one_step():
 
 
 def test_lora_changes_outputs_only_when_enabled_and_merges(tmp_path):
-    model = from_preset("tiny", seed=2, random_init=True)
+    model = from_preset("tiny", model_seed=2, random_weights=True)
     inputs = denoiser_inputs(model)
     base = model.transformer(*inputs)
     add_lora(model.dit, LoraSettings.from_dict(model.preset.lora))
@@ -207,7 +211,7 @@ def test_lora_changes_outputs_only_when_enabled_and_merges(tmp_path):
     merge_lora(model.dit)
     torch.testing.assert_close(model.transformer(*inputs), enabled, rtol=1e-5, atol=1e-5)
 
-    fresh = from_preset("tiny", seed=2, random_init=True)
+    fresh = from_preset("tiny", model_seed=2, random_weights=True)
     load_lora(fresh.dit, tmp_path)
     assert torch.equal(fresh.transformer(*inputs), enabled)
     assert json.loads((tmp_path / "adapter_config.json").read_text())["r"] == model.preset.lora["rank"]
@@ -226,7 +230,7 @@ def test_fused_lora_computes_what_the_adapter_computes():
 
 
 def test_save_and_load_tiny_weights(tmp_path):
-    model = from_preset("tiny", seed=4, random_init=True)
+    model = from_preset("tiny", model_seed=4, random_weights=True)
     add_lora(model.dit, LoraSettings(rank=4, alpha=4))
     with torch.no_grad():
         model.branch.blocks[0].proj_out.weight.normal_(std=0.01)
@@ -246,6 +250,102 @@ def test_save_and_load_tiny_weights(tmp_path):
     assert not torch.equal(loaded.generate(req, torch.Generator().manual_seed(3), 2), null_context)
     with pytest.raises(ValueError, match="do not match preset"):
         from_preset("wan2.2-ti2v-5b", weights_dir=tmp_path)
+
+
+@pytest.mark.parametrize("build", [from_preset, shared_model], ids=["from_preset", "shared_model"])
+@pytest.mark.parametrize("old, new", [("random_init", "random_weights"), ("seed", "model_seed")])
+def test_old_model_keywords_raise_naming_the_new_ones(build, old, new):
+    args = ("tiny",) if build is from_preset else ()
+    with pytest.raises(TypeError, match=f"'{old}' is now called '{new}'"):
+        build(*args, **{old: 1})
+
+
+@pytest.fixture
+def weights_copy(tmp_path):
+    """A copy of the shipped tiny weights without their manifest (a user's folder)."""
+    root = tmp_path / "weights"
+    shutil.copytree(shipped_weights_dir("tiny"), root)
+    (root / "manifest.json").unlink()
+    return root
+
+
+def _edit_tensors(file, change) -> None:
+    tensors = load_file(str(file))
+    change(tensors)
+    save_file(tensors, str(file))
+
+
+DIT_FILE = "transformer/diffusion_pytorch_model.safetensors"
+
+
+@pytest.mark.parametrize("file, change, message", [
+    (DIT_FILE, lambda t: t.pop("blocks.0.attn1.to_k.weight"), "1 missing \\(blocks.0.attn1.to_k.weight\\)"),
+    (DIT_FILE, lambda t: t.update(stray=torch.zeros(2)), "1 unexpected \\(stray\\)"),
+    (DIT_FILE, lambda t: t.update({"blocks.0.attn1.to_k.weight": torch.zeros(3, 3)}),
+     "1 misshaped \\(blocks.0.attn1.to_k.weight \\[3, 3\\] instead of"),
+    ("vae/diffusion_pytorch_model.safetensors", lambda t: t.pop(sorted(t)[0]), "1 missing"),
+    ("addon/diffusion_pytorch_model.safetensors", lambda t: t.pop("null_context"), "1 missing \\(null_context\\)"),
+    ("lora/adapter_model.safetensors", lambda t: t.pop(sorted(t)[0]), "1 missing \\(blocks"),
+])
+def test_weight_files_that_do_not_fit_the_model_raise_naming_the_file_and_tensors(weights_copy, file, change,
+                                                                                  message):
+    _edit_tensors(weights_copy / file, change)
+    with pytest.raises(ValueError, match=message) as error:
+        from_preset("tiny", weights_dir=weights_copy)
+    assert str(weights_copy / file) in str(error.value)
+
+
+@pytest.mark.parametrize("file", [DIT_FILE, "lora/adapter_model.safetensors"])
+def test_truncated_weight_files_raise_naming_the_file(weights_copy, file):
+    data = (weights_copy / file).read_bytes()
+    (weights_copy / file).write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="not a readable safetensors file") as error:
+        from_preset("tiny", weights_dir=weights_copy)
+    assert str(weights_copy / file) in str(error.value)
+
+
+def test_load_lora_names_a_truncated_adapter_file(weights_copy):
+    file = weights_copy / "lora" / "adapter_model.safetensors"
+    file.write_bytes(file.read_bytes()[:1000])
+    model = from_preset("tiny", random_weights=True)
+    with pytest.raises(ValueError, match="adapter_model.safetensors: not a readable safetensors file"):
+        load_lora(model.dit, weights_copy / "lora")
+
+
+def test_sharded_weights_are_checked_across_their_shards(tmp_path):
+    model = from_preset("tiny", model_seed=5, random_weights=True)
+    model.save_pretrained(tmp_path)
+    model.dit.save_pretrained(tmp_path / "transformer", max_shard_size="1MB")
+    (tmp_path / DIT_FILE).unlink()
+    shards = sorted((tmp_path / "transformer").glob("*-of-*.safetensors"))
+    assert len(shards) > 1
+    loaded = from_preset("tiny", weights_dir=tmp_path)
+    assert all(torch.equal(p, q) for p, q in zip(model.dit.parameters(), loaded.dit.parameters()))
+    _edit_tensors(shards[-1], lambda t: t.pop(sorted(t)[0]))
+    with pytest.raises(ValueError, match="holds other tensors than"):
+        from_preset("tiny", weights_dir=tmp_path)
+
+
+def test_a_weights_manifest_catches_flipped_bytes_and_stray_or_missing_files(weights_copy):
+    write_manifest(weights_copy)
+    from_preset("tiny", weights_dir=weights_copy)
+    file = weights_copy / "vae" / "diffusion_pytorch_model.safetensors"
+    data = bytearray(file.read_bytes())
+    data[-100] ^= 0xFF  # one flipped byte inside a tensor: the header is fine, the weights are not
+    file.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="another SHA-256") as error:
+        from_preset("tiny", weights_dir=weights_copy)
+    assert str(file) in str(error.value)
+    (weights_copy / "manifest.json").unlink()
+    from_preset("tiny", weights_dir=weights_copy)  # without a manifest nothing can tell: it loads
+    write_manifest(weights_copy)
+    (weights_copy / "lora" / "extra.bin").write_bytes(b"x")
+    with pytest.raises(ValueError, match="extra.bin is not in the manifest"):
+        from_preset("tiny", weights_dir=weights_copy)
+    (weights_copy / "lora" / "extra.bin").unlink()
+    (weights_copy / "lora" / "adapter_config.json").unlink()
+    with pytest.raises(ValueError, match="adapter_config.json is missing"):
+        verify_manifest(weights_copy)
 
 
 def save_tiny_text_encoder(root, width: int) -> None:

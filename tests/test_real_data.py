@@ -52,7 +52,7 @@ def small_clip():
 
 @pytest.fixture(scope="module")
 def model():
-    return from_preset("tiny", seed=0, random_init=True)
+    return from_preset("tiny", model_seed=0, random_weights=True)
 
 
 def expected_window(clip, indices):
@@ -133,7 +133,7 @@ def test_a_few_training_steps_on_real_data(tmp_path, small_clip, model):
     write_sequence(tmp_path / "data" / "seq", small_clip, "png")
     clips = RealClips(tmp_path / "data", frames=9, hw=(64, 64), hop=4)
     pool = SegmentPool(model, SegmentData(latents=2, max_target=1, pool=2, batch_size=2), WorldConfig(), 0, clips)
-    trainee = from_preset("tiny", seed=0, random_init=True)
+    trainee = from_preset("tiny", model_seed=0, random_weights=True)
     prepare_stage(trainee, "addon")
     rows = Trainer(trainee, flow_loss_fn(trainee, pool), TrainConfig(steps=2, warmup=1, log_every=1),
                    tmp_path / "run").run(progress=False)

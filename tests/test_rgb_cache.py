@@ -19,7 +19,7 @@ HW = (64, 64)
 
 @pytest.fixture(scope="module")
 def model():
-    return from_preset("tiny", seed=0, random_init=True)
+    return from_preset("tiny", model_seed=0, random_weights=True)
 
 
 @pytest.fixture(scope="module")

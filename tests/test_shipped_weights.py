@@ -14,6 +14,7 @@ from mirage_env.evaluation import HELD_OUT_FIRST_SCENE, psnr, revisit_episode
 from mirage_env.geometry.trajectories import from_velocities
 from mirage_env.models import from_preset
 from mirage_env.models.loading import shipped_weights_dir
+from mirage_env.models.manifest import manifest_problems, verify_manifest
 from mirage_env.sim import render, scene_by_seed, start_pose
 from mirage_env.train.segments import SegmentData, SegmentPool
 from mirage_env.train.vae import held_out_video, reconstruction_psnr
@@ -31,6 +32,13 @@ def test_shipped_parts_are_complete():
     root = shipped_weights_dir("tiny")
     for part in ("transformer", "vae", "addon", "lora"):
         assert any((root / part).glob("*.safetensors")), part
+
+
+def test_shipped_manifest_matches_the_shipped_files():
+    """A stale manifest (weights replaced without the exporter, which writes it) fails here."""
+    root = shipped_weights_dir("tiny")
+    assert manifest_problems(root) == []
+    assert verify_manifest(root)
 
 
 def test_shipped_branch_and_lora_are_trained(model):

@@ -148,7 +148,7 @@ def segment_pool():
     from mirage_env.train.segments import SegmentData, SegmentPool
     from mirage_env.world import WorldConfig
 
-    model = from_preset("tiny", seed=0, random_init=True)
+    model = from_preset("tiny", model_seed=0, random_weights=True)
     return SegmentPool(model, SegmentData(latents=4, max_target=2, pool=3, batch_size=2), WorldConfig(), seed=0)
 
 
@@ -208,7 +208,7 @@ def test_a_few_steps_of_each_stage_reduce_the_loss_and_resume(segment_pool, stag
     from mirage_env.train.segments import flow_loss_fn
     from mirage_env.train.stages import prepare_stage
 
-    model = from_preset("tiny", seed=0, random_init=True)
+    model = from_preset("tiny", model_seed=0, random_weights=True)
     trainable = prepare_stage(model, stage)
     assert trainable > 0
     branch_trains = all(p.requires_grad for p in model.branch.parameters())
@@ -229,7 +229,7 @@ def test_export_halves_storage_and_loads_back_at_float32(tmp_path):
     from mirage_env.models import from_preset
     from mirage_env.train.export import export_weights
 
-    model = from_preset("tiny", seed=3, random_init=True)
+    model = from_preset("tiny", model_seed=3, random_weights=True)
     model.save_pretrained(tmp_path / "full")
     export_weights(tmp_path / "full", tmp_path / "half")
     size = {name: sum(f.stat().st_size for f in (tmp_path / name).rglob("*.safetensors")) for name in ("full", "half")}
@@ -237,3 +237,9 @@ def test_export_halves_storage_and_loads_back_at_float32(tmp_path):
     loaded = from_preset("tiny", weights_dir=tmp_path / "half")
     for (name, a), b in zip(model.transformer.state_dict().items(), loaded.transformer.state_dict().values()):
         assert b.dtype == torch.float32 and torch.equal(a.half().float(), b), name
+    from mirage_env.models.manifest import verify_manifest
+
+    assert verify_manifest(tmp_path / "half")  # the exporter writes the manifest from_preset verifies
+    (tmp_path / "half" / "vae" / "config.json").write_text("{}")
+    with pytest.raises(ValueError, match="vae/config.json has"):
+        from_preset("tiny", weights_dir=tmp_path / "half")

@@ -14,7 +14,7 @@ from mirage_env.world import InitialView, KeyframeStore, World, WorldConfig
 
 @pytest.fixture(scope="module")
 def model():
-    return from_preset("tiny", seed=0, random_init=True)
+    return from_preset("tiny", model_seed=0, random_weights=True)
 
 
 def start(world: World, index: int, seed: int) -> Scene:
@@ -84,6 +84,97 @@ def test_snapshot_errors(model, tmp_path):
         world.load(0, bad)
     with pytest.raises(ValueError, match="snapshot"):
         world.load_state_dict(0, {"format": "something else"})
+
+
+def _nan(x):
+    x = x.clone()
+    x.view(-1)[0] = float("nan")
+    return x
+
+
+def _set(key, value):
+    def change(state):
+        state[key] = value(state[key]) if callable(value) else value
+    return change
+
+
+def _set_keyframes(key, value):
+    def change(state):
+        state["keyframes"][key] = value(state["keyframes"][key])
+    return change
+
+
+def _drop(*keys):
+    def change(state):
+        target = state
+        for key in keys[:-1]:
+            target = target[key]
+        del target[keys[-1]]
+    return change
+
+
+def _stretch(pose):
+    pose = pose.clone()
+    pose[:3, :3] *= 2
+    return pose
+
+
+BAD_WORLD_SNAPSHOTS = [
+    (_drop("keyframes"), "world snapshot is missing 'keyframes'"),
+    (_drop("pose"), "world snapshot is missing 'pose'"),
+    (_drop("keyframes", "poses"), "world snapshot keyframes is missing 'poses'"),
+    (_set("pose", _nan), "world snapshot pose contains NaN"),
+    (_set("pose", _stretch), "world snapshot pose rotation is not orthonormal"),
+    (_set("pose", lambda p: p[:3]), "world snapshot pose must have shape \\[4, 4\\]"),
+    (_set("K", lambda K: K * 0), "world snapshot K must have last row|world snapshot K must have positive"),
+    (_set("K", lambda K: K.int()), "world snapshot K must be a floating-point tensor"),
+    (_set("frame", -4), "world snapshot frame must lie in"),
+    (_set("frame", 4.0), "world snapshot frame must be an integer"),
+    (_set("generator", lambda g: g[:10]), "world snapshot generator"),
+    (_set("first_latent", _nan), "world snapshot first_latent contains NaN"),
+    (_set("first_latent", lambda x: x[:, :, :4]), "world snapshot first_latent must have shape"),
+    (_set("history", lambda h: [_nan(h[0]), *h[1:]]), "world snapshot history\\[0\\] contains NaN"),
+    (_set("history_frames", lambda f: f[:-1]), "history and history_frames must be equally long"),
+    (_set("history_frames", lambda f: [10_000] * len(f)), "history_frames\\[0\\] must lie in \\[0, 4\\]"),
+    (_set_keyframes("latents", lambda x: [_nan(x[0]), *x[1:]]), "keyframes latents\\[0\\] contains NaN"),
+    (_set_keyframes("poses", lambda x: [_nan(x[0]), *x[1:]]), "keyframes poses\\[0\\] contains NaN"),
+    (_set_keyframes("keys", lambda x: [x[0].float(), *x[1:]]), "keyframes keys\\[0\\] must be an int64"),
+    (_set_keyframes("frame_index", lambda x: x[:-1]), "keyframes lists must be equally long"),
+    (_set_keyframes("capacity", lambda c: 0), "within capacity 0"),
+    (lambda state: state["memory"].__setitem__("features", _nan(state["memory"]["features"])),
+     "memory state features contains NaN"),
+]
+
+
+@pytest.mark.parametrize("corrupt, message", BAD_WORLD_SNAPSHOTS)
+def test_bad_world_snapshots_raise_and_leave_the_world_unchanged(model, tmp_path, corrupt, message):
+    world = World(model, WorldConfig(), batch_size=1)
+    start(world, 0, 2)
+    world.step(walk(world))
+    before = world.state_dict(0)
+    state = world.state_dict(0)
+    state["memory"] = dict(state["memory"])
+    state["keyframes"] = dict(state["keyframes"])
+    corrupt(state)
+    with pytest.raises(ValueError, match=message):
+        world.load_state_dict(0, state)
+    after = world.state_dict(0)
+    assert torch.equal(after["pose"], before["pose"]) and after["frame"] == before["frame"]
+    assert torch.equal(after["memory"]["keys"], before["memory"]["keys"])
+    torch.save(state, tmp_path / "bad.pt")
+    with pytest.raises(ValueError, match="bad.pt"):
+        world.load(0, tmp_path / "bad.pt")
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("fov_deg", float("nan"), "fov_deg must be finite"), ("fov_deg", 180.0, "fov_deg must lie in"),
+    ("image_hw", (64, 0), "image_hw width must be >= 1"), ("voxel_size", float("inf"), "voxel_size must be finite"),
+    ("memory_capacity", 1 << 40, "memory_capacity must be <="), ("memory_dtype", "int8", "memory_dtype"),
+    ("observed_weight", float("inf"), "observed_weight must be finite"), ("discard", {}, "DiscardConfig"),
+])
+def test_world_config_checks_every_field(field, value, message):
+    with pytest.raises((TypeError, ValueError), match=message):
+        WorldConfig(**{field: value})
 
 
 def test_bad_poses_raise_and_leave_the_world_unchanged(model):

@@ -31,7 +31,7 @@ class WorldActor:
     def reset(self, seed: list[int | None], options: dict[str, Any]) -> tuple[Any, dict]:
         return self.env.reset(seed=seed, options=options)
 
-    def step(self, actions: list[Any]) -> tuple[Any, Any, Any, Any, dict]:
+    def step(self, actions: list[Any] | None) -> tuple[Any, Any, Any, Any, dict]:
         return self.env.step(actions)
 
     def render(self) -> tuple | None:

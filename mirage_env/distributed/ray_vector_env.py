@@ -31,8 +31,9 @@ from ray.actor import ActorHandle
 from mirage_env.distributed.actor import default_num_gpus, start_world_actors
 from mirage_env.distributed.batches import env_ranges, merge_infos
 from mirage_env.envs.actions import make_actions
-from mirage_env.envs.core import EnvConfig, check_render_mode
-from mirage_env.envs.vector_env import env_seeds, parse_reset_mask
+from mirage_env.envs.core import EnvConfig
+from mirage_env.envs.starts import check_reset_options
+from mirage_env.envs.vector_env import check_vector_arguments, env_seeds, parse_reset_mask
 from mirage_env.models import WorldModel
 
 
@@ -44,9 +45,10 @@ class RayVectorEnv(gym.vector.VectorEnv):
                  model: WorldModel | None = None, num_cpus: float = 1.0, num_gpus: float | None = None,
                  actor_options: dict[str, Any] | None = None, **config: Any) -> None:
         self.actors: list[ActorHandle] = []  # closing works even when __init__ fails
+        check_vector_arguments(num_envs, max_episode_steps, autoreset_mode, render_mode)
         self.ranges = env_ranges(num_envs, num_actors)
         check_render_mode(render_mode, ["rgb_array"])  # a human window would open on the actors' machines
-        settings = EnvConfig(**config)  # bad settings fail here, before any actor starts
+        settings = EnvConfig.from_kwargs(config)  # bad settings fail here, before any actor starts
         self._action_map = make_actions(settings.action_mode, settings.scale())
         num_gpus = default_num_gpus() if num_gpus is None else num_gpus
         env_kwargs = {"max_episode_steps": max_episode_steps, "autoreset_mode": autoreset_mode,
@@ -69,7 +71,7 @@ class RayVectorEnv(gym.vector.VectorEnv):
                    **{"max_episode_steps": spec.max_episode_steps, **spec.kwargs, **kwargs})
 
     def reset(self, *, seed: int | list[int | None] | None = None, options: dict | None = None):
-        options = dict(options or {})
+        options = check_reset_options(options, extra_keys=("reset_mask",))
         mask = parse_reset_mask(options.pop("reset_mask", None), self.num_envs)
         seeds = env_seeds(seed, self.num_envs)
         calls = {a: actor.reset.remote(seeds[lo:hi], {**options, "reset_mask": mask[lo:hi]})
@@ -81,12 +83,15 @@ class RayVectorEnv(gym.vector.VectorEnv):
         return self._batch(), merge_infos(parts, self.num_envs)
 
     def step(self, actions):
-        actions = list(iterate(self.action_space, actions))
-        if len(actions) != self.num_envs:
-            raise ValueError(f"expected actions for {self.num_envs} envs, got {len(actions)}")
-        for action in actions:  # a bad action raises here, before any actor moves its worlds (as locally)
-            self._action_map.velocity(action)
-        results = ray.get([actor.step.remote(actions[lo:hi]) for actor, (lo, hi) in zip(self.actors, self.ranges)])
+        """One step of every env; ``actions=None`` keeps every camera still (as in the local vector env)."""
+        if actions is not None:
+            actions = list(iterate(self.action_space, actions))
+            if len(actions) != self.num_envs:
+                raise ValueError(f"expected actions for {self.num_envs} envs, got {len(actions)}")
+            for action in actions:  # a bad action raises here, before any actor moves its worlds (as locally)
+                self._action_map.velocity(action)
+        results = ray.get([actor.step.remote(None if actions is None else actions[lo:hi])
+                           for actor, (lo, hi) in zip(self.actors, self.ranges)])
         self._obs = [obs for obs, *_ in results]
         rewards, terminated, truncated = (np.concatenate([r[j] for r in results]) for j in (1, 2, 3))
         infos = merge_infos([(r[4], lo, hi) for r, (lo, hi) in zip(results, self.ranges)], self.num_envs)

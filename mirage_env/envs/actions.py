@@ -27,11 +27,13 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
+from mirage_env.config_checks import check_number
 from mirage_env.geometry.poses import euler_from_rotation, rotation_from_euler
 
 KEYS = {"w": (0, 1), "s": (0, 2), "a": (1, 1), "d": (1, 2), "j": (2, 1), "l": (2, 2), "i": (3, 1), "k": (3, 2)}
 KEY_GROUPS = ("move", "strafe", "turn", "look")
 STAY = "."  # the key that holds still
+ACTION_MODES = ("continuous", "keys")
 
 
 @dataclass(frozen=True)
@@ -43,8 +45,9 @@ class ActionScale:
     max_pitch_deg: float = 80.0
 
     def __post_init__(self) -> None:
-        if self.move_m < 0 or self.turn_deg < 0 or not 0 < self.max_pitch_deg < 90:
-            raise ValueError("move_m and turn_deg must be >= 0 and max_pitch_deg in (0, 90)")
+        check_number("move_m", self.move_m, 0.0)
+        check_number("turn_deg", self.turn_deg, 0.0)
+        check_number("max_pitch_deg", self.max_pitch_deg, 0.0, 90.0, low_open=True, high_open=True)
 
 
 class ContinuousActions:

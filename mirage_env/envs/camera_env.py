@@ -40,7 +40,7 @@ class CameraEnv(CopyableEnv, gym.Env):
         check_render_mode(render_mode)
         self._init_args = {"render_mode": render_mode, "model": model, **config}
         self.render_mode = render_mode
-        self.config = EnvConfig(**config)
+        self.config = EnvConfig.from_kwargs(config)
         self.core = CameraWorlds(self.config, 1, model)
         self.action_space = self.core.actions.space
         self.observation_space = self.core.observation_space
@@ -68,6 +68,7 @@ class CameraEnv(CopyableEnv, gym.Env):
         return obs, info
 
     def step(self, action):
+        """One segment; ``action=None`` keeps the camera still (the step still counts and is generated)."""
         obs, reward, terminated, info = self.core.step([action])[0]
         self._show(info["frames"])
         return obs, reward, terminated, False, info

@@ -21,22 +21,31 @@ Every info (at reset and at every step) has the same keys:
 from __future__ import annotations
 
 import copy
+import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
 import torch
 
+from mirage_env.config_checks import (
+    check_bool,
+    check_choice,
+    check_int,
+    check_keywords,
+    check_number,
+    check_size,
+)
 from mirage_env.envs import observations
-from mirage_env.envs.actions import ActionScale, heading_to_camera, make_actions
+from mirage_env.envs.actions import ACTION_MODES, ActionScale, heading_to_camera, make_actions
+from mirage_env.envs.model_cache import DTYPES, shared_model
 from mirage_env.envs.move_check import segment_is_free
-from mirage_env.envs.model_cache import shared_model
 from mirage_env.envs.rewards import Reward, Transition, make_reward
-from mirage_env.envs.starts import SCENE_KINDS, Start, make_start
+from mirage_env.envs.starts import SCENE_KINDS, Start, check_reset_options, make_start
 from mirage_env.envs.window import check_display
 from mirage_env.geometry.poses import integrate_velocity
-from mirage_env.models import WorldModel
+from mirage_env.models import PRESETS, WorldModel
 from mirage_env.models.depth import MemoryDepth, SimulatorDepth
 from mirage_env.world import StepTimings, World, WorldConfig
 
@@ -52,29 +61,30 @@ def check_render_mode(render_mode: str | None, modes: Sequence[str] = RENDER_MOD
         check_display()
 
 
-def _pair(size: int | Sequence[int]) -> tuple[int, int]:
-    if isinstance(size, int):
-        return size, size
-    h, w = size
-    return int(h), int(w)
+# WorldConfig fields the env sets from its own arguments (given in ``world`` they would be a second name).
+_WORLD_FIELDS_SET_BY_THE_ENV = {"image_hw": "image_size", "latents_per_step": "latents_per_step",
+                                "num_steps": "num_steps", "fov_deg": "fov_deg"}
 
 
 @dataclass(frozen=True)
 class EnvConfig:
-    """Settings of the camera envs (the keyword arguments of ``gym.make``).
+    """Settings of the camera envs (the keyword arguments of ``gym.make``), checked when created.
 
     Model: ``preset``, ``weights_dir`` (None: the trained weights the preset ships), ``device``, ``dtype``,
-    ``random_weights`` (the tiny preset with random weights drawn from ``model_seed`` instead). World: ``image_size`` (frame size, a multiple of the model's spatial stride),
-    ``latents_per_step`` (4 frames each), ``num_steps`` (denoising steps), ``fov_deg``, ``world`` (further
-    :class:`WorldConfig` fields). Episode: ``scene_kind`` ("indoor", "outdoor", "any"), ``action_mode``
-    ("continuous", "keys"), ``obs_mode`` ("rgb", "dict"), ``obs_size`` (default: ``image_size``), ``reward``
-    (a name or factory, see :mod:`mirage_env.envs.rewards`), speeds (see :mod:`mirage_env.envs.actions`) and the
-    camera's ``collision_radius`` in metres.
+    ``random_weights`` (the tiny preset with random weights drawn from ``model_seed`` instead). World:
+    ``image_size`` (frame size: an int or ``(H, W)``, a multiple of the model's spatial stride),
+    ``latents_per_step`` (4 frames each), ``num_steps`` (denoising steps), ``fov_deg`` (horizontal, in (0, 180)),
+    ``world`` (further :class:`WorldConfig` fields). Episode: ``scene_kind`` ("indoor", "outdoor", "any"),
+    ``action_mode`` ("continuous", "keys"), ``obs_mode`` ("rgb", "dict"), ``obs_size`` (default: ``image_size``),
+    ``reward`` (a name or factory, see :mod:`mirage_env.envs.rewards`), speeds (see :mod:`mirage_env.envs.actions`)
+    and the camera's ``collision_radius`` in metres (>= 0).
+
+    Invalid values raise TypeError / ValueError naming the argument; :meth:`from_kwargs` also rejects unknown names.
     """
 
     preset: str = "tiny"
-    weights_dir: str | None = None
-    device: str = "cpu"
+    weights_dir: str | os.PathLike | None = None
+    device: str | torch.device = "cpu"
     dtype: str = "float32"
     model_seed: int = 0
     random_weights: bool = False
@@ -93,19 +103,47 @@ class EnvConfig:
     max_pitch_deg: float = 80.0
     collision_radius: float = 0.2
 
+    @classmethod
+    def from_kwargs(cls, kwargs: dict[str, Any]) -> EnvConfig:
+        """The config of an env's keyword arguments; TypeError naming any unknown (or renamed) one."""
+        check_keywords("camera env", kwargs, [f.name for f in fields(cls)])
+        return cls(**kwargs)
+
     def __post_init__(self) -> None:
-        if self.scene_kind not in SCENE_KINDS:
-            raise ValueError(f"scene_kind must be one of {SCENE_KINDS}, got {self.scene_kind!r}")
-        if self.collision_radius < 0:
-            raise ValueError("collision_radius must be >= 0")
+        check_choice("preset", self.preset, PRESETS)
+        if self.weights_dir is not None and not isinstance(self.weights_dir, (str, os.PathLike)):
+            raise TypeError(f"weights_dir must be a path or None, got {type(self.weights_dir).__name__}")
+        check_device("device", self.device)
+        check_choice("dtype", self.dtype, list(DTYPES))
+        check_int("model_seed", self.model_seed, 0)
+        random_weights = check_bool("random_weights", self.random_weights)
+        if random_weights and (self.preset != "tiny" or self.weights_dir is not None):
+            raise ValueError("random_weights=True is for preset 'tiny' without weights_dir")
+        check_size("image_size", self.image_size)
+        check_choice("scene_kind", self.scene_kind, SCENE_KINDS)
+        check_choice("action_mode", self.action_mode, ACTION_MODES)
+        check_choice("obs_mode", self.obs_mode, observations.OBS_MODES)
+        if self.obs_size is not None:
+            check_size("obs_size", self.obs_size)
+        if not callable(self.reward):
+            make_reward(self.reward)  # a known name
+        self.scale()  # move_m, turn_deg, max_pitch_deg
+        check_number("collision_radius", self.collision_radius, 0.0)
+        if not isinstance(self.world, dict):
+            raise TypeError(f"world must be a dict of WorldConfig fields, got {type(self.world).__name__}")
+        for name, own in _WORLD_FIELDS_SET_BY_THE_ENV.items():
+            if name in self.world:
+                raise ValueError(f"world[{name!r}]: set the env argument {own!r} instead")
+        check_keywords("world", self.world, [f.name for f in fields(WorldConfig)])
+        self.world_config()  # the world's own checks: fov_deg, latents_per_step, num_steps and the world fields
 
     @property
     def image_hw(self) -> tuple[int, int]:
-        return _pair(self.image_size)
+        return check_size("image_size", self.image_size)
 
     @property
     def obs_hw(self) -> tuple[int, int]:
-        return self.image_hw if self.obs_size is None else _pair(self.obs_size)
+        return self.image_hw if self.obs_size is None else check_size("obs_size", self.obs_size)
 
     def world_config(self) -> WorldConfig:
         return WorldConfig(**{"image_hw": self.image_hw, "latents_per_step": self.latents_per_step,
@@ -113,6 +151,16 @@ class EnvConfig:
 
     def scale(self) -> ActionScale:
         return ActionScale(self.move_m, self.turn_deg, self.max_pitch_deg)
+
+
+def check_device(name: str, device: Any) -> None:
+    """A torch device or a string torch accepts as one."""
+    if not isinstance(device, (str, torch.device)):
+        raise TypeError(f"{name} must be a string or torch.device, got {type(device).__name__}")
+    try:
+        torch.device(device)
+    except RuntimeError as error:
+        raise ValueError(f"{name}: {error}") from error
 
 
 class DepthRecorder:
@@ -148,6 +196,9 @@ class CameraWorlds:
         self.model = model if model is not None else shared_model(config.preset, config.weights_dir, config.device,
                                                                   config.dtype, config.model_seed,
                                                                   config.random_weights)
+        stride = self.model.spatial_stride
+        if config.image_hw[0] % stride or config.image_hw[1] % stride:
+            raise ValueError(f"image_size {config.image_hw} must be a multiple of the model's spatial stride {stride}")
         self.world = World(self.model, config.world_config(), batch_size)
         self.actions = make_actions(config.action_mode, config.scale())
         self.K = self.world.default_intrinsics()
@@ -178,7 +229,7 @@ class CameraWorlds:
     # ------------------------------------------------------------------ reset
     def reset(self, index: int, rng: np.random.Generator, options: dict | None) -> tuple[Any, dict]:
         """Start world ``index`` afresh (empty memory) from ``options`` (see :mod:`mirage_env.envs.starts`)."""
-        options = dict(options or {})
+        options = check_reset_options(options)
         start = make_start(options, self.K, self.config.image_hw, self.config.scene_kind, rng)
         reward = make_reward(self.config.reward)
         reward.reset(start.scene, start.view.c2w.to(torch.float64), rng, options)

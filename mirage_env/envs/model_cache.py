@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from mirage_env.config_checks import reject_renamed_keywords
 from mirage_env.models import WorldModel, from_preset
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -24,19 +25,20 @@ _MODELS: dict[tuple, WorldModel] = {}
 _IMPORT_PID = os.getpid()
 
 
+@reject_renamed_keywords
 def shared_model(preset: str = "tiny", weights_dir: str | Path | None = None, device: str = "cpu",
-                 dtype: str = "float32", seed: int = 0, random_init: bool = False) -> WorldModel:
-    """The model of preset ``preset`` with ``weights_dir`` (None: the preset's shipped weights; ``random_init``:
-    random weights from ``seed``), built once per process and shared."""
+                 dtype: str = "float32", model_seed: int = 0, random_weights: bool = False) -> WorldModel:
+    """The model of preset ``preset`` with ``weights_dir`` (None: the preset's shipped weights; ``random_weights``:
+    random weights from ``model_seed``), built once per process and shared."""
     if os.getpid() != _IMPORT_PID:
         torch.set_num_threads(1)
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
-    key = (preset, None if weights_dir is None else str(Path(weights_dir).resolve()), str(device), dtype, seed,
-           random_init)
+    key = (preset, None if weights_dir is None else str(Path(weights_dir).resolve()), str(device), dtype, model_seed,
+           random_weights)
     if key not in _MODELS:
-        _MODELS[key] = from_preset(preset, weights_dir, device=device, dtype=DTYPES[dtype], seed=seed,
-                                   random_init=random_init, fuse_lora=True)
+        _MODELS[key] = from_preset(preset, weights_dir, device=device, dtype=DTYPES[dtype], model_seed=model_seed,
+                                   random_weights=random_weights, fuse_lora=True)
     return _MODELS[key]
 
 

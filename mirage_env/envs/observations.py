@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from gymnasium import spaces
 
+OBS_MODES = ("rgb", "dict")
 DEPTH_MAX = 1000.0  # metres
 POSE_LIMIT = 1e6  # metres; the bounds of the translation entries of a pose
 

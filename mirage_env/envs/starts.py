@@ -6,8 +6,10 @@ nearest) and their intrinsics scaled accordingly.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -15,10 +17,10 @@ import torch.nn.functional as F
 
 from mirage_env.geometry.camera import scale_intrinsics
 from mirage_env.geometry.camera_files import load_geometry_npz
-from mirage_env.geometry.checks import check_poses
+from mirage_env.geometry.checks import check_poses, check_shape
 from mirage_env.sim import Scene, render, sample_scene, start_pose
 from mirage_env.sim.scene import KINDS
-from mirage_env.world import InitialView
+from mirage_env.world import InitialView, check_view
 
 SCENE_KINDS = ("indoor", "outdoor", "any")
 OPTION_KEYS = ("scene", "pose", "view", "geometry_npz", "goal_pose")
@@ -48,12 +50,9 @@ def fit_view(view: InitialView, hw: tuple[int, int]) -> InitialView:
 
 def scene_start(scene: Scene, K: torch.Tensor, hw: tuple[int, int], pose: torch.Tensor | None,
                 rng: np.random.Generator) -> Start:
-    """Render the start view of ``scene`` at ``pose`` (default: a free pose drawn from ``rng``)."""
+    """Render the start view of ``scene`` at ``pose`` (a checked float64 pose; default: a free pose from ``rng``)."""
     if pose is None:
         pose = start_pose(scene, rng)
-    else:
-        pose = torch.as_tensor(pose, dtype=torch.float64)
-        check_poses(pose, "pose")
     out = render(scene, K, pose, hw)
     return Start(InitialView(out.rgb[0], out.depth[0], K, pose, out.dynamic_mask[0]), scene)
 
@@ -67,16 +66,58 @@ def npz_start(path: str | Path) -> InitialView:
     return InitialView(sequence.frames[0], sequence.depths[0], sequence.intrinsics[0], sequence.poses_c2w[0], mask)
 
 
-def make_start(options: dict, K: torch.Tensor, hw: tuple[int, int], kind: str, rng: np.random.Generator) -> Start:
-    """The start of an episode from ``reset`` options (keys in :data:`OPTION_KEYS`); ValueError when invalid."""
-    unknown = set(options) - set(OPTION_KEYS)
+def pose_option(name: str, value: Any) -> torch.Tensor:
+    """A pose option as a float64 tensor [4, 4]: a finite rigid camera-to-world transform (tensor or array)."""
+    if isinstance(value, torch.Tensor):
+        pose = value
+    elif isinstance(value, (np.ndarray, list, tuple)):
+        try:
+            pose = torch.from_numpy(np.asarray(value, dtype=np.float64))
+        except (TypeError, ValueError) as error:
+            raise TypeError(f"options[{name!r}] must be a 4x4 array of numbers ({error})") from None
+    else:
+        raise TypeError(f"options[{name!r}] must be a 4x4 torch.Tensor or numpy array, got {type(value).__name__}")
+    if pose.is_complex() or pose.dtype == torch.bool:
+        raise TypeError(f"options[{name!r}] must hold real numbers, got {pose.dtype}")
+    pose = pose.to(torch.float64)
+    check_shape(f"options[{name!r}]", pose, (4, 4))
+    check_poses(pose, f"options[{name!r}]")
+    return pose
+
+
+def check_reset_options(options: Any, extra_keys: tuple[str, ...] = ()) -> dict:
+    """``reset`` options checked before anything changes: None or a dict of keys from :data:`OPTION_KEYS` (plus
+    ``extra_keys``) holding values of the right types. Returns a copy without the keys whose value is None (not
+    given) and with poses as float64 tensors."""
+    if options is None:
+        return {}
+    if not isinstance(options, dict):
+        raise TypeError(f"options must be a dict or None, got {type(options).__name__}")
+    known = (*OPTION_KEYS, *extra_keys)
+    unknown = [k for k in options if k not in known]
     if unknown:
-        raise ValueError(f"unknown reset options {sorted(unknown)}; known: {OPTION_KEYS}")
-    sources = [k for k in ("scene", "view", "geometry_npz") if options.get(k) is not None]
+        raise ValueError(f"unknown reset options {unknown}; known: {list(known)}")
+    options = {k: v for k, v in options.items() if v is not None}
+    sources = [k for k in ("scene", "view", "geometry_npz") if k in options]
     if len(sources) > 1:
         raise ValueError(f"reset options {sources} are exclusive: give one start")
-    if options.get("pose") is not None and sources and sources[0] != "scene":
+    if "pose" in options and sources and sources[0] != "scene":
         raise ValueError("the 'pose' option goes with a simulator scene, not with 'view' or 'geometry_npz'")
+    for name in ("pose", "goal_pose"):
+        if name in options:
+            options[name] = pose_option(name, options[name])
+    if "scene" in options and not isinstance(options["scene"], Scene):
+        raise TypeError(f"options['scene'] must be a mirage_env.sim.Scene, got {type(options['scene']).__name__}")
+    if "view" in options:
+        check_view(options["view"], name="options['view']")
+    path = options.get("geometry_npz")
+    if path is not None and not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"options['geometry_npz'] must be a path, got {type(path).__name__}")
+    return options
+
+
+def make_start(options: dict, K: torch.Tensor, hw: tuple[int, int], kind: str, rng: np.random.Generator) -> Start:
+    """The start of an episode from options checked by :func:`check_reset_options`."""
     if options.get("view") is not None:
         return Start(fit_view(options["view"], hw), None)
     if options.get("geometry_npz") is not None:
@@ -86,6 +127,4 @@ def make_start(options: dict, K: torch.Tensor, hw: tuple[int, int], kind: str, r
         if kind == "any":
             kind = KINDS[int(rng.integers(len(KINDS)))]
         scene = sample_scene(int(rng.integers(2**31)), kind)
-    elif not isinstance(scene, Scene):
-        raise ValueError(f"options['scene'] must be a mirage_env.sim.Scene, got {type(scene).__name__}")
     return scene_start(scene, K, hw, options.get("pose"), rng)

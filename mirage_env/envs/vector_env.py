@@ -7,7 +7,9 @@
 
 Seeding follows :class:`gymnasium.vector.SyncVectorEnv`: ``reset(seed=s)`` seeds world i with ``s + i`` (or a
 list of seeds), and autoresets draw from that world's generator. ``reset(options={"reset_mask": mask})`` resets
-only the worlds where ``mask`` is True (partial reset); other options go to every world being reset.
+only the worlds where ``mask`` is True (partial reset); other options go to every world being reset. Options are
+checked once, before any world resets. ``step(None)`` keeps every camera still (``None`` in the single env does the
+same).
 
 ``render_mode="human"`` tiles the N worlds' frames in one window (see :mod:`mirage_env.envs.camera_env`).
 
@@ -25,7 +27,9 @@ from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space, concatenate, create_empty_array, iterate
 
+from mirage_env.config_checks import check_choice, check_int
 from mirage_env.envs.core import RENDER_MODES, CameraWorlds, CopyableEnv, EnvConfig, check_render_mode
+from mirage_env.envs.starts import check_reset_options
 from mirage_env.envs.window import HumanWindow
 from mirage_env.models import WorldModel
 from mirage_env.video import contact_sheet
@@ -38,15 +42,14 @@ class CameraVectorEnv(CopyableEnv, gym.vector.VectorEnv):
     def __init__(self, num_envs: int = 1, max_episode_steps: int | None = None,
                  autoreset_mode: str | AutoresetMode = AutoresetMode.NEXT_STEP, render_mode: str | None = None,
                  model: WorldModel | None = None, **config: Any) -> None:
-        if num_envs < 1:
-            raise ValueError(f"num_envs must be >= 1, got {num_envs}")
-        check_render_mode(render_mode)
+        check_vector_arguments(num_envs, max_episode_steps, autoreset_mode, render_mode)
+        env_config = EnvConfig.from_kwargs(config)
         self._init_args = {"num_envs": num_envs, "max_episode_steps": max_episode_steps,
                            "autoreset_mode": autoreset_mode, "render_mode": render_mode, "model": model, **config}
         self.autoreset_mode = AutoresetMode(autoreset_mode)
         self.max_episode_steps = max_episode_steps
         self.render_mode = render_mode
-        self.core = CameraWorlds(EnvConfig(**config), num_envs, model)
+        self.core = CameraWorlds(env_config, num_envs, model)
         self.num_envs = num_envs
         self.single_action_space = self.core.actions.space
         self.action_space = batch_space(self.single_action_space, num_envs)
@@ -62,7 +65,7 @@ class CameraVectorEnv(CopyableEnv, gym.vector.VectorEnv):
 
     # ------------------------------------------------------------------ reset
     def reset(self, *, seed: int | list[int | None] | None = None, options: dict | None = None):
-        options = dict(options or {})
+        options = check_reset_options(options, extra_keys=("reset_mask",))
         mask = parse_reset_mask(options.pop("reset_mask", None), self.num_envs)
         seeds = env_seeds(seed, self.num_envs)
         infos: dict = {}
@@ -84,7 +87,8 @@ class CameraVectorEnv(CopyableEnv, gym.vector.VectorEnv):
 
     # ------------------------------------------------------------------ step
     def step(self, actions):
-        actions = list(iterate(self.action_space, actions))
+        """One batched segment; ``actions=None`` keeps every world still (as ``None`` does in the single env)."""
+        actions = [None] * self.num_envs if actions is None else list(iterate(self.action_space, actions))
         if len(actions) != self.num_envs:
             raise ValueError(f"expected actions for {self.num_envs} envs, got {len(actions)}")
         restart = self._done.copy() if self.autoreset_mode == AutoresetMode.NEXT_STEP else np.zeros_like(self._done)
@@ -135,6 +139,16 @@ class CameraVectorEnv(CopyableEnv, gym.vector.VectorEnv):
     def close_extras(self, **kwargs: Any) -> None:
         if self.window is not None:
             self.window.close()
+
+
+def check_vector_arguments(num_envs: int, max_episode_steps: int | None, autoreset_mode: str | AutoresetMode,
+                           render_mode: str | None) -> None:
+    """The vector env's own arguments (the world settings are :class:`EnvConfig`'s); raises naming the argument."""
+    check_int("num_envs", num_envs, 1)
+    if max_episode_steps is not None:
+        check_int("max_episode_steps", max_episode_steps, 1)
+    check_choice("autoreset_mode", autoreset_mode, [*AutoresetMode, *(m.value for m in AutoresetMode)])
+    check_render_mode(render_mode)
 
 
 def parse_reset_mask(mask, n: int) -> np.ndarray:

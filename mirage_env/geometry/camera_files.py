@@ -2,15 +2,15 @@
 
 ``geometry.npz`` (the layout of the Mirage release, documented in docs/formats.md):
 
-=============  ====================  ==========================================================
+=============  ====================  =========================================================================
 key            shape / dtype         meaning
-=============  ====================  ==========================================================
-depths         [T, H, W] float32     z-depth per frame; 0 = no depth (inf is accepted as sky)
+=============  ====================  =========================================================================
+depths         [T, H, W] float32     z-depth per frame; 0 = no depth (inf is accepted as sky), no NaN or < 0
 intrinsics     [T, 3, 3] or [3, 3]   K in pixels of the depth maps (pixel centres at integers)
 poses_c2w      [T, 4, 4]             OpenCV camera-to-world
-frames         [T, H, W, 3] uint8    optional RGB frames
-masks          [T, H, W] bool/uint8  optional dynamic-object masks (True = dynamic)
-=============  ====================  ==========================================================
+frames         [T, H, W, 3] uint8    optional RGB frames (integers in [0, 255] accepted; floats refused)
+masks          [T, H, W] bool/int    optional dynamic-object masks (non-zero = dynamic; floats refused)
+=============  ====================  =========================================================================
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mirage_env.config_checks import check_size
 from mirage_env.geometry.camera import invert_pose
 from mirage_env.geometry.checks import check_intrinsics, check_poses
 
@@ -47,18 +48,51 @@ def _require(data, key: str, path: Path) -> np.ndarray:
     return data[key]
 
 
+def _numbers(data, key: str, path: Path, dtype: type) -> torch.Tensor:
+    """Array ``key`` of real numbers as a tensor of ``dtype``."""
+    array = _require(data, key, path)
+    if array.dtype == np.bool_ or not np.issubdtype(array.dtype, np.number) or np.iscomplexobj(array):
+        raise ValueError(f"{path}: {key} must hold numbers, got {array.dtype}")
+    return torch.from_numpy(np.asarray(array, dtype=dtype))
+
+
+def _frames(array: np.ndarray, path: Path) -> torch.Tensor:
+    """RGB frames as uint8; integers within [0, 255] are taken as they are, anything else is refused (never cast)."""
+    if array.dtype != np.uint8:
+        if array.dtype == np.bool_ or not np.issubdtype(array.dtype, np.integer):
+            raise ValueError(f"{path}: frames must be uint8 RGB (0-255), got {array.dtype}; convert them before "
+                             "saving, e.g. (frames * 255).round().clip(0, 255).astype(np.uint8) for floats in [0, 1]")
+        low, high = (int(array.min()), int(array.max())) if array.size else (0, 0)
+        if low < 0 or high > 255:
+            raise ValueError(f"{path}: frames hold values outside [0, 255] ({low} .. {high}); convert them to uint8 "
+                             "RGB before saving")
+    return torch.from_numpy(array.astype(np.uint8))
+
+
+def _masks(array: np.ndarray, path: Path) -> torch.Tensor:
+    """Dynamic masks as bool (non-zero = dynamic); floats are refused (NaN would count as dynamic)."""
+    if array.dtype != np.bool_ and not np.issubdtype(array.dtype, np.integer):
+        raise ValueError(f"{path}: masks must be bool or integers (non-zero = dynamic), got {array.dtype}")
+    return torch.from_numpy(array.astype(bool))
+
+
 def load_geometry_npz(path: str | Path) -> CameraSequence:
-    """Read a Mirage ``geometry.npz``; raises ValueError naming the file and the problem when it is malformed."""
+    """Read a Mirage ``geometry.npz``; raises ValueError naming the file and the problem when it is malformed:
+    missing arrays, shapes that disagree, invalid intrinsics or poses, NaN or negative depth, frames that are not
+    uint8 (or integers within [0, 255]), float masks."""
     path = Path(path)
     try:
         data = dict(np.load(path, allow_pickle=False))
     except (OSError, ValueError, zipfile.BadZipFile) as error:
         raise ValueError(f"{path}: not a readable .npz file ({error})") from error
-    depths = torch.from_numpy(np.asarray(_require(data, "depths", path), dtype=np.float32))
-    intrinsics = torch.from_numpy(np.asarray(_require(data, "intrinsics", path), dtype=np.float64))
-    poses = torch.from_numpy(np.asarray(_require(data, "poses_c2w", path), dtype=np.float64))
+    depths = _numbers(data, "depths", path, np.float32)
+    intrinsics = _numbers(data, "intrinsics", path, np.float64)
+    poses = _numbers(data, "poses_c2w", path, np.float64)
     if depths.dim() != 3:
         raise ValueError(f"{path}: depths must be [T, H, W], got {list(depths.shape)}")
+    if depths.numel() == 0:
+        raise ValueError(f"{path}: depths must hold at least one frame of at least one pixel, got "
+                         f"{list(depths.shape)}")
     t = depths.shape[0]
     if intrinsics.dim() == 2:
         intrinsics = intrinsics.expand(t, 3, 3).clone()
@@ -69,11 +103,13 @@ def load_geometry_npz(path: str | Path) -> CameraSequence:
     check_poses(poses, f"{path}: poses_c2w")
     if bool(torch.isnan(depths).any()) or bool((depths < 0).any()):
         raise ValueError(f"{path}: depths contain NaN or negative values")
-    frames = torch.from_numpy(np.asarray(data["frames"], dtype=np.uint8)) if "frames" in data else None
-    masks = torch.from_numpy(np.asarray(data["masks"]).astype(bool)) if "masks" in data else None
+    frames = _frames(data["frames"], path) if "frames" in data else None
+    masks = _masks(data["masks"], path) if "masks" in data else None
     for name, array, tail in (("frames", frames, 4), ("masks", masks, 3)):
         if array is not None and (array.dim() != tail or tuple(array.shape[:3]) != tuple(depths.shape)):
             raise ValueError(f"{path}: {name} must match depths {list(depths.shape)}, got {list(array.shape)}")
+    if frames is not None and frames.shape[3] != 3:
+        raise ValueError(f"{path}: frames must be RGB [T, H, W, 3], got {list(frames.shape)}")
     return CameraSequence(intrinsics, poses, depths, frames, masks)
 
 
@@ -102,6 +138,7 @@ def load_realestate10k(path: str | Path, image_hw: tuple[int, int]) -> CameraSeq
     pixel-centre convention.
     """
     path = Path(path)
+    h, w = check_size("image_hw", image_hw)
     rows = [line.split() for line in path.read_text().splitlines()[1:] if line.strip()]
     if not rows:
         raise ValueError(f"{path}: no camera lines after the URL line")
@@ -111,7 +148,8 @@ def load_realestate10k(path: str | Path, image_hw: tuple[int, int]) -> CameraSeq
         raise ValueError(f"{path}: camera lines must hold 19 numbers ({error})") from error
     if values.ndim != 2 or values.shape[1] != 19:
         raise ValueError(f"{path}: each camera line must hold 19 numbers, got {values.shape[-1]}")
-    h, w = image_hw
+    if not np.isfinite(values[:, 0]).all():
+        raise ValueError(f"{path}: timestamps must be finite")
     t = values.shape[0]
     intrinsics = torch.zeros(t, 3, 3, dtype=torch.float64)
     intrinsics[:, 0, 0] = torch.from_numpy(values[:, 1] * w)

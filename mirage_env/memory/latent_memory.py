@@ -12,14 +12,17 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from mirage_env import ops
+from mirage_env.config_checks import check_choice, check_int, check_number
 from mirage_env.geometry.camera import pack_cameras
-from mirage_env.geometry.checks import check_intrinsics, check_poses
+from mirage_env.geometry.checks import check_finite, check_intrinsics, check_poses
 from mirage_env.memory.lifting import lift_cells
-from mirage_env.memory.voxels import merge_sorted, pack_voxel_keys, voxel_coords
+from mirage_env.memory.voxels import merge_sorted, pack_voxel_keys, unpack_voxel_keys, voxel_coords
 
 FORMAT_NAME = "mirage-env-latent-memory"
 FORMAT_VERSION = "1"
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+MEMORY_DTYPES = tuple(_DTYPES)
+MAX_CAPACITY = (1 << 32) - 1  # z-buffer keys hold a 32-bit index
 
 
 @dataclass(frozen=True)
@@ -45,14 +48,12 @@ class MemoryConfig:
     near: float = 1e-2
 
     def __post_init__(self) -> None:
-        if self.feature_dim < 1 or self.capacity < 1:
-            raise ValueError("feature_dim and capacity must be positive")
-        if not self.voxel_size > 0 or not self.max_weight >= 1 or not self.near >= 0:
-            raise ValueError("voxel_size must be > 0, max_weight >= 1 and near >= 0")
-        if self.dtype not in _DTYPES:
-            raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {self.dtype!r}")
-        if self.capacity >= 1 << 32:
-            raise ValueError("capacity must be below 2**32 (z-buffer keys hold a 32-bit index)")
+        check_int("feature_dim", self.feature_dim, 1)
+        check_int("capacity", self.capacity, 1, MAX_CAPACITY)
+        check_number("voxel_size", self.voxel_size, 0.0, low_open=True)
+        check_choice("dtype", self.dtype, MEMORY_DTYPES)
+        check_number("max_weight", self.max_weight, 1.0)
+        check_number("near", self.near, 0.0)
 
 
 class MemoryRead(NamedTuple):
@@ -298,33 +299,22 @@ class LatentSpatialMemory:
         }
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        """Replace the contents with ``state``; raises ValueError (memory unchanged) when it is inconsistent."""
+        """Replace the contents with ``state``; raises ValueError (memory unchanged) when it is inconsistent (see
+        :func:`check_memory_state`)."""
         fields = ("positions", "features", "weights", "last_seen", "keys", "step", "config")
         missing = [k for k in fields if k not in state]
         if missing:
             raise ValueError(f"memory state is missing {missing}")
         try:
             config = MemoryConfig(**json.loads(bytes(state["config"].tolist()).decode()))
-        except (TypeError, ValueError, UnicodeDecodeError) as error:
+        except (AttributeError, TypeError, ValueError, UnicodeDecodeError) as error:
             raise ValueError(f"memory state has an unreadable config ({error})") from error
         if config != self.config:
             raise ValueError(f"memory state was saved with {config}, this memory has {self.config}")
+        check_memory_state(state, config)
         n = state["keys"].shape[0]
-        expected = {"positions": (n, 3), "features": (n, config.feature_dim), "weights": (n,), "last_seen": (n,),
-                    "keys": (n,), "step": (1,)}
-        for name, shape in expected.items():
-            if tuple(state[name].shape) != shape:
-                raise ValueError(f"memory state {name} has shape {list(state[name].shape)}, expected {list(shape)}")
-        if state["features"].dtype != _DTYPES[config.dtype]:
-            raise ValueError(f"memory state features are {state['features'].dtype}, config says {config.dtype}")
-        if n > config.capacity:
-            raise ValueError(f"memory state holds {n} voxels, more than the capacity {config.capacity}")
-        if not bool(torch.isfinite(state["positions"]).all()) or not bool((state["weights"] > 0).all()):
-            raise ValueError("memory state has non-finite positions or non-positive weights")
-        keys = state["keys"].to(device=self.device, dtype=torch.int64)
+        keys = state["keys"].to(self.device)
         sorted_keys, sorted_slots = torch.sort(keys)
-        if n > 1 and not bool((sorted_keys[1:] != sorted_keys[:-1]).all()):
-            raise ValueError("memory state has duplicate voxel keys")
         self._n = 0
         self._allocate(n)
         self._positions.copy_(state["positions"])
@@ -368,6 +358,57 @@ class LatentSpatialMemory:
             setattr(self, name, getattr(self, name).to(device))
         self.device = device
         return self
+
+
+def check_memory_state(state: dict[str, torch.Tensor], config: MemoryConfig) -> None:
+    """ValueError naming the problem unless ``state`` is a consistent memory of ``config``: tensors of the stored
+    dtypes and matching shapes, at most ``capacity`` voxels, finite positions and features, weights in
+    ``(0, max_weight]``, distinct keys that are the voxels of the positions, ``0 <= last_seen <= step``."""
+    dtypes = {"positions": torch.float32, "features": _DTYPES[config.dtype], "weights": torch.float32,
+              "last_seen": torch.int64, "keys": torch.int64, "step": torch.int64}
+    for name, dtype in dtypes.items():
+        if not isinstance(state[name], torch.Tensor):
+            raise ValueError(f"memory state {name} must be a torch.Tensor, got {type(state[name]).__name__}")
+        if state[name].dtype != dtype:
+            kind = "an int64" if dtype == torch.int64 else f"a {str(dtype).removeprefix('torch.')}"
+            raise ValueError(f"memory state {name} must be {kind} tensor, got {state[name].dtype}")
+    n = state["keys"].shape[0] if state["keys"].dim() == 1 else -1
+    expected = {"positions": (n, 3), "features": (n, config.feature_dim), "weights": (n,), "last_seen": (n,),
+                "keys": (n,), "step": (1,)}
+    for name, shape in expected.items():
+        if tuple(state[name].shape) != shape:
+            raise ValueError(f"memory state {name} has shape {list(state[name].shape)}, expected {list(shape)}")
+    if n > config.capacity:
+        raise ValueError(f"memory state holds {n} voxels, more than the capacity {config.capacity}")
+    for name in ("positions", "features", "weights"):
+        try:
+            check_finite(name, state[name])
+        except ValueError as error:
+            raise ValueError(f"memory state {error}") from None
+    weights = state["weights"]
+    if n and (bool((weights <= 0).any()) or bool((weights > config.max_weight).any())):
+        raise ValueError(f"memory state weights must lie in (0, {config.max_weight}], got "
+                         f"{float(weights.min())} .. {float(weights.max())}")
+    step, last_seen = int(state["step"][0]), state["last_seen"]
+    if step < 0:
+        raise ValueError(f"memory state step must be >= 0, got {step}")
+    if n and int(last_seen.min()) < 0:
+        raise ValueError(f"memory state last_seen must be >= 0, got {int(last_seen.min())}")
+    if n and int(last_seen.max()) > step:
+        raise ValueError(f"memory state has last_seen {int(last_seen.max())} after step {step}")
+    keys = state["keys"]
+    if n > 1 and bool((keys.sort().values.diff() == 0).any()):
+        raise ValueError("memory state has duplicate voxel keys")
+    # A fused position is a mean of points inside its voxel; allow float32 rounding at the voxel's borders.
+    corner = unpack_voxel_keys(keys).to(torch.float64) * config.voxel_size
+    positions = state["positions"].to(torch.float64)
+    slack = 1e-3 * config.voxel_size + 1e-6 * positions.abs()
+    outside = (positions < corner - slack) | (positions > corner + config.voxel_size + slack)
+    if bool(outside.any()):
+        slot = int(outside.any(dim=1).nonzero()[0, 0])
+        raise ValueError(f"memory state keys do not match the voxels of positions ({int(outside.any(dim=1).sum())} "
+                         f"voxels, e.g. slot {slot}: position {positions[slot].tolist()} lies outside the voxel of "
+                         f"its key, corner {corner[slot].tolist()}, size {config.voxel_size})")
 
 
 def _eviction_order(primary: torch.Tensor, keys: torch.Tensor, secondary: torch.Tensor) -> torch.Tensor:

@@ -92,7 +92,7 @@ def shipped_weights_dir(preset_name: str) -> Path:
     root = Path(str(resources.files("mirage_env").joinpath("data", preset_name)))
     if not root.is_dir():
         raise MissingWeightsError(f"the package has no shipped weights for preset {preset_name!r} (looked in "
-                                  f"{root}); reinstall mirage-env, or pass random_init=True for random weights, or "
+                                  f"{root}); reinstall mirage-env, or pass random_weights=True for random weights, or "
                                   "train them with `mirage-env train tiny`.")
     return root
 

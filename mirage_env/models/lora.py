@@ -19,6 +19,7 @@ from peft import (
     set_peft_model_state_dict,
 )
 from peft.tuners.tuners_utils import BaseTunerLayer
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -96,9 +97,13 @@ def load_lora(model: nn.Module, directory: str | Path) -> None:
     missing = [f for f in (CONFIG_FILE, WEIGHTS_FILE) if not (directory / f).is_file()]
     if missing:  # checked here: peft would otherwise look for the config on the Hugging Face Hub
         raise FileNotFoundError(f"LoRA directory {directory} lacks {', '.join(missing)}")
+    try:
+        state = load_file(str(directory / WEIGHTS_FILE))
+    except (SafetensorError, OSError) as error:
+        raise ValueError(f"{directory / WEIGHTS_FILE}: not a readable safetensors file, truncated or corrupt? "
+                         f"({error})") from None
     if not has_lora(model):
         add_lora(model, LoraConfig.from_pretrained(str(directory)))
-    state = load_file(str(directory / WEIGHTS_FILE))
     result = set_peft_model_state_dict(model, state, adapter_name=ADAPTER)
     missing = [k for k in result.missing_keys if "lora_" in k]
     if result.unexpected_keys or missing:

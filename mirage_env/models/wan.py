@@ -18,8 +18,9 @@ from diffusers import AutoencoderKLWan, WanTransformer3DModel
 from safetensors.torch import save_file
 from torch import nn
 
+from mirage_env.config_checks import reject_renamed_keywords
 from mirage_env.models import lora as lora_ops
-from mirage_env.models.addon import MemoryBranch, build_addon, check_addon
+from mirage_env.models.addon import MemoryBranch, build_addon
 from mirage_env.models.dit import MirageTransformer
 from mirage_env.models.interface import SegmentRequest
 from mirage_env.models.vae_inference import speed_up_vae_inference
@@ -30,11 +31,11 @@ from mirage_env.models.loading import (
     expected_files,
     shipped_weights_dir,
 )
+from mirage_env.models.manifest import verify_manifest
 from mirage_env.models.presets import (
     Preset,
     build_transformer,
     build_vae,
-    check_compatible,
     load_preset,
 )
 from mirage_env.models.sampler import (
@@ -44,6 +45,7 @@ from mirage_env.models.sampler import (
     training_sigmas,
 )
 from mirage_env.models.text import TextEncoder
+from mirage_env.models.weight_files import check_weight_files
 
 
 @dataclass
@@ -218,43 +220,47 @@ def _fresh(build, seed: int, dtype: torch.dtype) -> nn.Module:
         return _cast(build(), dtype)
 
 
+@reject_renamed_keywords
 def from_preset(name: str, weights_dir: str | Path | None = None, device: torch.device | str = "cpu",
                 dtype: torch.dtype = torch.float32, vae_dtype: torch.dtype = torch.float32,
-                seed: int = 0, random_init: bool = False, fuse_lora: bool = False) -> WanWorldModel:
+                model_seed: int = 0, random_weights: bool = False, fuse_lora: bool = False) -> WanWorldModel:
     """Build the ``wan`` backend of preset ``name`` ("tiny" or "wan2.2-ti2v-5b").
 
     ``weights_dir`` holds the layout described in :mod:`mirage_env.models.loading`. Without it, ``tiny`` loads the
     trained weights shipped in the package (:func:`~mirage_env.models.loading.shipped_weights_dir`) and the real
-    preset raises :class:`MissingWeightsError` listing the expected files. ``random_init=True`` gives ``tiny``
-    random weights drawn from ``seed`` instead (the same model for the same seed; the starting point of
+    preset raises :class:`MissingWeightsError` listing the expected files. ``random_weights=True`` gives ``tiny``
+    random weights drawn from ``model_seed`` instead (the same model for the same seed; the starting point of
     training). ``dtype`` applies to the DiT and the branch
     (bfloat16 suits the real model on a GPU), ``vae_dtype`` to the VAE. A fresh branch copies its blocks from the
     DiT and has zero output projections (no effect until trained). LoRA found in ``lora/`` is loaded and enabled;
     ``fuse_lora=True`` folds it into the base weights (as diffusers' ``fuse_lora``: inference only, the same outputs
     up to float rounding, and half the DiT's matrix products at small batches), otherwise it stays separate (see
     :mod:`mirage_env.models.lora`).
+
+    Before anything loads, a folder with a ``manifest.json`` (the shipped one has one) must match it
+    (:mod:`mirage_env.models.manifest`), and every part's config and tensors must fit the preset
+    (:mod:`mirage_env.models.weight_files`); both raise ValueError naming the file.
     """
     preset = load_preset(name)
     text_encoder, lora_dir, branch = None, None, None
-    if random_init and (name != "tiny" or weights_dir is not None):
-        raise ValueError("random_init is for the tiny preset without weights_dir")
-    if weights_dir is None and not random_init:
+    if random_weights and (name != "tiny" or weights_dir is not None):
+        raise ValueError("random_weights is for the tiny preset without weights_dir")
+    if weights_dir is None and not random_weights:
         if name != "tiny":
             raise MissingWeightsError(f"preset {name!r} needs weights_dir.\n" + expected_files(None, name))
         weights_dir = shipped_weights_dir(name)
     if weights_dir is None:
-        dit = _fresh(lambda: build_transformer(preset), seed, dtype)
-        vae = _fresh(lambda: build_vae(preset), seed + 1, vae_dtype)
+        dit = _fresh(lambda: build_transformer(preset), model_seed, dtype)
+        vae = _fresh(lambda: build_vae(preset), model_seed + 1, vae_dtype)
     else:
         root = Path(weights_dir)
         present = check_weights_dir(root, name)
+        verify_manifest(root)
+        check_weight_files(root, present, preset)
         dit = WanTransformer3DModel.from_pretrained(root / "transformer", torch_dtype=dtype, local_files_only=True)
-        check_compatible("transformer", dict(dit.config), preset)
         vae = AutoencoderKLWan.from_pretrained(root / "vae", torch_dtype=vae_dtype, local_files_only=True)
-        check_compatible("vae", dict(vae.config), preset)
         if "addon" in present:
             branch = MemoryBranch.from_pretrained(root / "addon", torch_dtype=dtype, local_files_only=True)
-            check_addon(branch, preset)
         if "text_encoder" in present:
             text_encoder = TextEncoder(root / "text_encoder", root / "tokenizer", device, dtype)
             if text_encoder.dim != preset.transformer["text_dim"]:
@@ -262,7 +268,7 @@ def from_preset(name: str, weights_dir: str | Path | None = None, device: torch.
                                  f"{preset.transformer['text_dim']}")
         lora_dir = root / "lora" if "lora" in present else None
     if branch is None:
-        branch = _fresh(lambda: build_addon(preset), seed + 2, dit.dtype)
+        branch = _fresh(lambda: build_addon(preset), model_seed + 2, dit.dtype)
         branch.init_from_dit(dit)
     model = WanWorldModel(preset, vae, MirageTransformer(dit, branch), text_encoder)
     if lora_dir is not None:

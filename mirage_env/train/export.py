@@ -4,7 +4,8 @@
 
 ``from_preset`` loads such a folder at the dtype it is asked for (float32 by default), so only the storage is
 halved. Every part of the layout (:data:`mirage_env.models.loading.PARTS`) present in the source is copied:
-configs as they are, safetensors files with their float tensors cast.
+configs as they are, safetensors files with their float tensors cast. Last, the target gets its checksum
+``manifest.json`` (:func:`mirage_env.models.manifest.write_manifest`), which ``from_preset`` verifies.
 """
 
 from __future__ import annotations
@@ -17,10 +18,12 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from mirage_env.models.loading import PARTS
+from mirage_env.models.manifest import write_manifest
 
 
 def export_weights(source: Path, target: Path, dtype: torch.dtype = torch.float16) -> list[Path]:
-    """Copy the weights folder ``source`` to ``target`` with float tensors as ``dtype``; returns the files written."""
+    """Copy the weights folder ``source`` to ``target`` with float tensors as ``dtype`` and write the target's
+    manifest; returns the files written, the manifest last."""
     written = []
     for part in PARTS:
         folder = source / part.name
@@ -37,7 +40,7 @@ def export_weights(source: Path, target: Path, dtype: torch.dtype = torch.float1
             written.append(out)
     if not written:
         raise ValueError(f"{source} holds none of the weight folders {[p.name for p in PARTS]}")
-    return written
+    return [*written, write_manifest(target)]
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -86,7 +86,7 @@ def train_world_model(out: Path, vae_dir: Path, steps: dict[str, int], seed: int
     """Stages ``dit``, ``addon`` and ``lora`` of the tiny world model on top of a trained VAE, on ``clips``
     (default: the simulator). ``workers`` make the teacher-forced pool; ``max_seconds`` caps each stage's time."""
     vae = AutoencoderKLWan.from_pretrained(vae_dir, local_files_only=True)
-    base = from_preset("tiny", seed=seed, random_init=True)
+    base = from_preset("tiny", model_seed=seed, random_weights=True)
     model = WanWorldModel(base.preset, vae, base.transformer).to(device)
     pool = SegmentPool(model, data, WorldConfig(), seed, clips)
     if workers is not None:

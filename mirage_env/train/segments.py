@@ -107,7 +107,7 @@ def _sample_on_worker(job: tuple) -> tuple[SegmentRequest, torch.Tensor]:
         from mirage_env.models.wan import from_preset
 
         vae = AutoencoderKLWan.from_pretrained(vae_dir, local_files_only=True)
-        base = from_preset(preset, random_init=True)
+        base = from_preset(preset, random_weights=True)
         _worker_models[vae_dir] = WanWorldModel(base.preset, vae, base.transformer)
     return make_sample(_worker_models[vae_dir], clips, data, world, seed, index)
 

@@ -17,11 +17,13 @@ from pathlib import Path
 
 import torch
 
+from mirage_env.config_checks import check_bool, check_choice, check_int, check_number, check_size
 from mirage_env.geometry.camera import backproject_depth, intrinsics_from_fov, scale_intrinsics
-from mirage_env.geometry.checks import check_finite, check_intrinsics, check_poses, check_shape
+from mirage_env.geometry.checks import check_float, check_intrinsics, check_poses, check_shape
 from mirage_env.memory import LatentSpatialMemory, MemoryConfig, MemoryRead
 from mirage_env.memory.append_only import AppendOnlyLatentMemory
 from mirage_env.memory.discard import DiscardConfig, DiscardStats, discard_dynamic
+from mirage_env.memory.latent_memory import MAX_CAPACITY, MEMORY_DTYPES
 from mirage_env.memory.rgb_cache import RgbCacheConfig, RgbPointCache
 from mirage_env.memory.voxels import pack_voxel_keys, voxel_coords
 from mirage_env.models.depth import Cameras, DepthProvider, MemoryDepth, SimulatorDepth
@@ -29,9 +31,8 @@ from mirage_env.models.interface import SegmentRequest, WorldModel
 from mirage_env.sim import Scene, render
 from mirage_env.video import to_uint8, to_unit
 from mirage_env.world.keyframes import KeyframeStore
+from mirage_env.world.snapshots import SNAPSHOT_FORMAT, SNAPSHOT_VERSION, check_world_snapshot
 
-SNAPSHOT_FORMAT = "mirage-env-world"
-SNAPSHOT_VERSION = 1
 MEMORY_KINDS = ("latent", "append", "rgb")
 
 
@@ -67,14 +68,22 @@ class WorldConfig:
     observed_weight: float = 16.0  # fusion weight of observed frames (the reset view); generated frames weigh 1
 
     def __post_init__(self) -> None:
-        if self.memory not in MEMORY_KINDS:
-            raise ValueError(f"memory must be one of {MEMORY_KINDS}, got {self.memory!r}")
-        if self.latents_per_step < 1 or self.num_steps < 1 or self.preceding < 0 or self.references < 0:
-            raise ValueError("latents_per_step and num_steps must be >= 1, preceding and references >= 0")
-        if self.fps <= 0 or self.keyframes < 1:
-            raise ValueError("fps must be > 0 and keyframes >= 1")
-        if not self.observed_weight >= 1:
-            raise ValueError(f"observed_weight must be >= 1, got {self.observed_weight}")
+        check_size("image_hw", self.image_hw)
+        check_number("fov_deg", self.fov_deg, 0.0, 180.0, low_open=True, high_open=True)
+        check_int("latents_per_step", self.latents_per_step, 1)
+        check_int("num_steps", self.num_steps, 1)
+        check_int("preceding", self.preceding, 0)
+        check_int("references", self.references, 0)
+        check_int("keyframes", self.keyframes, 1)
+        check_number("fps", self.fps, 0.0, low_open=True)
+        check_number("voxel_size", self.voxel_size, 0.0, low_open=True)
+        check_int("memory_capacity", self.memory_capacity, 1, MAX_CAPACITY)
+        check_choice("memory_dtype", self.memory_dtype, MEMORY_DTYPES)
+        if not isinstance(self.discard, DiscardConfig):
+            raise TypeError(f"discard must be a DiscardConfig, got {type(self.discard).__name__}")
+        check_choice("memory", self.memory, MEMORY_KINDS)
+        check_bool("zero_memory", self.zero_memory)
+        check_number("observed_weight", self.observed_weight, 1.0)
 
     @classmethod
     def mirage_chunks(cls, **overrides) -> WorldConfig:
@@ -95,6 +104,34 @@ class InitialView:
     K: torch.Tensor
     c2w: torch.Tensor
     dynamic_mask: torch.Tensor | None = None
+
+
+def check_view(view: InitialView, hw: tuple[int, int] | None = None, name: str = "view") -> None:
+    """``view`` must be an :class:`InitialView` of consistent tensors (of frame size ``hw`` when given): image uint8
+    [H, W, 3], depth [H, W] without NaN or negative values, valid K [3, 3] and rigid c2w [4, 4], mask bool [H, W]."""
+    if not isinstance(view, InitialView):
+        raise TypeError(f"{name} must be a mirage_env.world.InitialView, got {type(view).__name__}")
+    image = view.image
+    if not isinstance(image, torch.Tensor):
+        raise TypeError(f"{name}.image must be a torch.Tensor, got {type(image).__name__}")
+    want = "[H, W, 3]" if hw is None else f"[{hw[0]}, {hw[1]}, 3]"
+    if image.dtype != torch.uint8 or image.dim() != 3 or image.shape[2] != 3 or \
+            (hw is not None and tuple(image.shape[:2]) != tuple(hw)):
+        raise ValueError(f"{name}.image must be uint8 {want}, got {image.dtype} {list(image.shape)}")
+    h, w = image.shape[:2]
+    check_float(f"{name}.depth", view.depth)
+    check_shape(f"{name}.depth", view.depth, (h, w))
+    if bool(torch.isnan(view.depth).any()) or bool((view.depth < 0).any()):
+        raise ValueError(f"{name}.depth contains NaN or negative values")
+    for field_name, x, shape in (("K", view.K, (3, 3)), ("c2w", view.c2w, (4, 4))):
+        check_float(f"{name}.{field_name}", x)
+        check_shape(f"{name}.{field_name}", x, shape)
+    check_intrinsics(view.K, f"{name}.K")
+    check_poses(view.c2w, f"{name}.c2w")
+    mask = view.dynamic_mask
+    if mask is not None and (not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool
+                             or tuple(mask.shape) != (h, w)):
+        raise ValueError(f"{name}.dynamic_mask must be a bool tensor [{h}, {w}]")
 
 
 @dataclass
@@ -223,28 +260,13 @@ class World:
         kind = AppendOnlyLatentMemory if self.config.memory == "append" else LatentSpatialMemory
         return kind(config, device)
 
-    def _check_view(self, view: InitialView) -> None:
-        h, w = self.config.image_hw
-        if view.image.dtype != torch.uint8 or tuple(view.image.shape) != (h, w, 3):
-            raise ValueError(f"image must be uint8 [{h}, {w}, 3], got {view.image.dtype} {list(view.image.shape)}")
-        check_shape("depth", view.depth, (h, w))
-        if bool(torch.isnan(view.depth).any()) or bool((view.depth < 0).any()):
-            raise ValueError("depth contains NaN or negative values")
-        check_shape("K", view.K, (3, 3))
-        check_intrinsics(view.K)
-        check_shape("c2w", view.c2w, (4, 4))
-        check_poses(view.c2w)
-        if view.dynamic_mask is not None and (view.dynamic_mask.dtype != torch.bool
-                                              or tuple(view.dynamic_mask.shape) != (h, w)):
-            raise ValueError(f"dynamic_mask must be bool [{h}, {w}]")
-
     def reset(self, index: int, view: InitialView, seed: int, depth: DepthProvider | None = None) -> None:
         """Start world ``index`` from ``view`` with an empty memory and RNG ``seed``.
 
         ``depth`` gives depth for generated frames (default :class:`MemoryDepth`: the memory's z-buffer where
         covered, far fill in holes; use ``SimulatorDepth(scene)`` when the world is a simulated scene).
         """
-        self._check_view(view)
+        check_view(view, self.config.image_hw)
         memory = self._new_memory()
         latent = self.model.encode(to_unit(view.image)[None, None])[0]  # [C, 1, h, w]
         K = view.K.to(torch.float64)
@@ -422,18 +444,21 @@ class World:
         }
 
     def load_state_dict(self, index: int, state: dict, depth: DepthProvider | None = None) -> None:
-        """Restore world ``index`` from :meth:`state_dict` (e.g. to branch a rollout); ValueError when foreign."""
-        if state.get("format") != SNAPSHOT_FORMAT or state.get("version") != SNAPSHOT_VERSION:
-            raise ValueError(f"not a {SNAPSHOT_FORMAT} snapshot of version {SNAPSHOT_VERSION}")
-        check_finite("first_latent", state["first_latent"])
+        """Restore world ``index`` from :meth:`state_dict` (e.g. to branch a rollout). A foreign, incomplete or
+        inconsistent snapshot raises ValueError naming the problem (:func:`check_world_snapshot`); the world is
+        then left as it was."""
+        if self.config.memory != "latent":
+            raise ValueError(f"snapshots need the latent memory, this world has memory={self.config.memory!r}")
+        check_world_snapshot(state, (self.model.latent_channels, *self.latent_hw))
         memory = self._new_memory()
         memory.load_state_dict(state["memory"])
         generator = torch.Generator()
         generator.set_state(state["generator"])
         previous = self._states[index]
         provider = depth or (previous.depth if previous is not None else MemoryDepth())
-        self._states[index] = _State(memory, state["K"], state["pose"], int(state["frame"]), generator,
-                                     state["first_latent"], list(state["history"]), list(state["history_frames"]),
+        self._states[index] = _State(memory, state["K"].to(torch.float64), state["pose"].to(torch.float64),
+                                     int(state["frame"]), generator, state["first_latent"], list(state["history"]),
+                                     [int(f) for f in state["history_frames"]],
                                      KeyframeStore.from_state_dict(state["keyframes"]), provider)
 
     def save(self, index: int, path: str | Path) -> None:
@@ -446,4 +471,7 @@ class World:
             state = torch.load(path, weights_only=True)
         except Exception as error:  # torch raises several types for corrupt files
             raise ValueError(f"{path}: not a readable world snapshot ({error})") from error
-        self.load_state_dict(index, state, depth)
+        try:
+            self.load_state_dict(index, state, depth)
+        except ValueError as error:
+            raise ValueError(f"{path}: {error}") from error
