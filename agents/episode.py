@@ -15,6 +15,7 @@ import numpy as np
 
 from agents.policies import make_policy
 from agents.tasks import EPISODE_STEPS, TASKS, env_overrides, env_parser, make_env, step_degrees
+from mirage_env.atomic import write_text
 from mirage_env.envs.rollout import RolloutSpec, run_rollout
 
 
@@ -44,7 +45,7 @@ def run_episode(name: str, args: argparse.Namespace) -> dict:
                        video_scale=args.video_scale, progress=not args.no_progress)
     metrics = run_rollout(env, spec, lambda obs, info: policy.act(_one(obs), np.array([info["blocked"]]))[0])
     metrics = {"policy": name, "task": args.task, "episode_return": metrics["reward_sum"], **metrics}
-    args.out.joinpath("episode.json").write_text(json.dumps(metrics, indent=2))
+    write_text(args.out / "episode.json", json.dumps(metrics, indent=2))
     print(f"{name}: return {metrics['episode_return']:.3f} over {metrics['steps']} steps, "
           f"{metrics['memory']['voxels']} voxels ({metrics['memory']['bytes'] / 1e6:.2f} MB), "
           f"{metrics['timings_ms_mean']['total']:.0f} ms/step; wrote {args.out}/episode.{{mp4,png,json}}")

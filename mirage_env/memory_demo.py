@@ -21,7 +21,8 @@ from mirage_env.geometry.trajectories import from_velocities, loop_and_return
 from mirage_env.memory import LatentSpatialMemory, MemoryConfig
 from mirage_env.memory.discard import discard_dynamic
 from mirage_env.sim import Scene, render
-from mirage_env.video import contact_sheet, write_png, write_video
+from mirage_env.atomic import write_text
+from mirage_env.video import check_video_outputs, contact_sheet, write_png, write_video
 
 
 @dataclass
@@ -60,6 +61,7 @@ def _to_image(latents: torch.Tensor, size: int) -> np.ndarray:
 
 def run_memory_demo(config: DemoConfig, out: Path) -> dict:
     """Run the demo, write ``out`` (mp4 or gif), a contact sheet PNG and a metrics JSON beside it."""
+    out = check_video_outputs(out)  # before the demo runs, not after
     scene = Scene.sample(config.seed, config.kind)
     hw, latent = (config.size, config.size), config.size // config.stride
     K = intrinsics_from_fov(config.fov_deg, hw)
@@ -89,5 +91,5 @@ def run_memory_demo(config: DemoConfig, out: Path) -> dict:
     summary = {"video": str(video), "contact_sheet": str(sheet), "frames": len(frames),
                "return_coverage": metrics[-1]["coverage"], "voxels": metrics[-1]["voxels"],
                "bytes": metrics[-1]["bytes"], "steps": metrics}
-    out.with_suffix(".json").write_text(json.dumps(summary, indent=2))
+    write_text(out.with_suffix(".json"), json.dumps(summary, indent=2))
     return summary

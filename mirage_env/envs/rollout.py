@@ -26,7 +26,8 @@ from mirage_env.envs.camera_env import CameraEnv
 from mirage_env.geometry.camera_files import load_geometry_npz
 from mirage_env.geometry.trajectories import orbit
 from mirage_env.memory_demo import pan_path
-from mirage_env.video import check_video_path, contact_sheet, write_png, write_video
+from mirage_env.atomic import write_text
+from mirage_env.video import check_video_outputs, contact_sheet, write_png, write_video
 
 DRIVES = ("loop", "orbit", "file", "keys", "random", "policy")
 STAGES = ("read", "denoise", "decode", "depth", "discard", "write", "total")
@@ -54,7 +55,7 @@ class RolloutSpec:
             raise ValueError("drive 'file' needs a geometry.npz")
         if self.steps < 1 or self.video_scale < 1:
             raise ValueError("steps and video_scale must be >= 1")
-        check_video_path(self.out)  # before the rollout runs, not after
+        check_video_outputs(self.out)  # before the rollout runs, not after
 
 
 Step = Callable[[CameraEnv], tuple]
@@ -150,7 +151,7 @@ def run_rollout(env: CameraEnv, spec: RolloutSpec, policy: Policy | None = None)
     tiles = video[np.linspace(0, len(video) - 1, min(len(video), 32)).round().astype(int)]
     write_png(out.with_suffix(".png"), contact_sheet(_upscale(tiles, max(spec.video_scale // 2, 1))))
     metrics = summarise(env, spec, records, len(video), wall)
-    out.with_suffix(".json").write_text(json.dumps(metrics, indent=2))
+    write_text(out.with_suffix(".json"), json.dumps(metrics, indent=2))
     return metrics
 
 
