@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from diffusers import AutoencoderKLWan
 
+from mirage_env.atomic import atomic_dir, write_text
 from mirage_env.models import from_preset
 from mirage_env.models.presets import build_vae, load_preset
 from mirage_env.models.wan import WanWorldModel
@@ -46,19 +47,19 @@ def train_vae(out: Path, steps: int, seed: int = 0, resume: bool = False, progre
         vae = build_vae(load_preset("tiny"))
     pool = ClipPool(ClipConfig(frames=data.frames, scenes=data.scenes, returning=False), data.pool, seed)
     images = ClipPool(ClipConfig(frames=1, scenes=data.scenes), data.image_pool, seed + 1)
-    config = TrainConfig(steps=steps, lr=lr, seed=seed, warmup=min(100, steps // 10 + 1),
-                         checkpoint_every=max(1, min(500, steps)))
+    config = TrainConfig(steps=steps, lr=lr, seed=seed, warmup=min(100, steps // 10 + 1))
     loss = vae_loss_fn(vae, pool, data, images)
     Trainer(vae, loss, config, out / "vae_run").run(resume=resume, progress=progress)
     vae.eval()
     set_latent_statistics(vae, pool)
     psnr = reconstruction_psnr(vae, held_out_video(held_out, seed=seed + 1))
     clip_psnr = reconstruction_psnr(vae, held_out_video(held_out_clips, data.frames, seed + 1)).view(held_out_clips, -1)
-    vae.save_pretrained(out / "vae")
+    with atomic_dir(out / "vae") as folder:
+        vae.save_pretrained(folder)
     summary = {**log_summary(out / "vae_run"), "held_out_frames": held_out, "psnr_mean": psnr.mean().item(),
                "psnr_min": psnr.min().item(), "held_out_clips": held_out_clips,
                "clip_psnr_later_frames": clip_psnr[:, 1:].mean().item()}
-    (out / "vae_summary.json").write_text(json.dumps(summary, indent=2))
+    write_text(out / "vae_summary.json", json.dumps(summary, indent=2))
     return summary
 
 
@@ -76,13 +77,12 @@ def train_world_model(out: Path, vae_dir: Path, steps: dict[str, int], seed: int
         if count <= 0:
             continue
         prepare_stage(model, stage)
-        config = TrainConfig(steps=count, lr=lr, seed=seed, warmup=min(100, count // 10 + 1),
-                             checkpoint_every=max(1, min(500, count)))
+        config = TrainConfig(steps=count, lr=lr, seed=seed, warmup=min(100, count // 10 + 1))
         Trainer(model, flow_loss_fn(model, pool), config, out / f"{stage}_run").run(resume, progress)
         summary[stage] = log_summary(out / f"{stage}_run")
     model.requires_grad_(False)
     model.save_pretrained(out / "weights")
-    (out / "world_model_summary.json").write_text(json.dumps(summary, indent=2))
+    write_text(out / "world_model_summary.json", json.dumps(summary, indent=2))
     return summary
 
 
