@@ -154,7 +154,8 @@ class Trainer:
         if self.global_rng is None:
             torch.random.default_generator.manual_seed(self.config.seed)
             for i in self._cuda_devices():
-                torch.cuda.default_generators[i].manual_seed(self.config.seed)
+                with torch.cuda.device(i):
+                    torch.cuda.manual_seed(self.config.seed)
             return
         for device, rng in self.global_rng.items():
             if device == "cpu":
