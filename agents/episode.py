@@ -17,6 +17,7 @@ from gymnasium.wrappers import RecordEpisodeStatistics, TimeLimit
 
 from agents.policies import make_policy
 from agents.tasks import EPISODE_STEPS, TASKS, env_overrides, env_parser, make_env, step_degrees
+from mirage_env.atomic import write_text
 from mirage_env.envs.rollout import RolloutSpec, run_rollout
 
 
@@ -47,7 +48,7 @@ def run_episode(name: str, args: argparse.Namespace) -> dict:
     metrics = run_rollout(env, spec, lambda obs, info: policy.act(_one(obs), np.array([info["blocked"]]))[0])
     metrics = {"policy": name, "task": args.task, "episode_return": float(env.return_queue[-1]),
                "episode_length": int(env.length_queue[-1]), **metrics}
-    args.out.joinpath("episode.json").write_text(json.dumps(metrics, indent=2))
+    write_text(args.out / "episode.json", json.dumps(metrics, indent=2))
     print(f"{name}: return {metrics['episode_return']:.3f} over {metrics['steps']} steps, "
           f"{metrics['memory']['voxels']} voxels ({metrics['memory']['bytes'] / 1e6:.2f} MB), "
           f"{metrics['timings_ms_mean']['total']:.0f} ms/step; wrote {args.out}/episode.{{mp4,png,json}}")

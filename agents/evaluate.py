@@ -24,6 +24,7 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agents.network import PPOPolicy  # noqa: E402
+from mirage_env.atomic import write_text  # noqa: E402
 from agents.policies import POLICIES, Policy, make_policy  # noqa: E402
 from agents.tasks import (EPISODE_STEPS, TASKS, env_kwargs, env_overrides, env_parser, held_out_seeds,  # noqa: E402
                           make_vec_env, step_degrees)
@@ -92,8 +93,8 @@ def run_evaluation(out: Path, policies: dict[str, Policy | str], tasks: list[str
     report = {"seeds": list(seeds), "episode_steps": episode_steps,
               "env": {task: env_kwargs(task, **overrides) for task in tasks}, "results": results}
     out.mkdir(parents=True, exist_ok=True)
-    (out / "eval.json").write_text(json.dumps(report, indent=2))
-    (out / "eval.md").write_text(markdown(results))
+    write_text(out / "eval.json", json.dumps(report, indent=2))
+    write_text(out / "eval.md", markdown(results))
     return report
 
 

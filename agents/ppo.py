@@ -42,6 +42,7 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agents.evaluate import run_evaluation  # noqa: E402
+from mirage_env.atomic import atomic_file  # noqa: E402
 from agents.network import Agent, PPOPolicy, to_tensors  # noqa: E402
 from agents.tasks import (EPISODE_STEPS, TASKS, check_train_seeds, env_overrides, env_parser,  # noqa: E402
                           held_out_seeds, make_vec_env)
@@ -123,10 +124,9 @@ def final_observations(envs: VectorEnv, next_obs, infos: dict):
 
 def save_checkpoint(path: Path, agent: Agent, optimizer: optim.Optimizer, args: Args, progress: dict) -> None:
     """Policy, optimizer, settings and progress (global_step, update, elapsed_s), written atomically."""
-    tmp = path.with_suffix(".tmp")
-    torch.save({"model": agent.state_dict(), "agent": agent.config, "optimizer": optimizer.state_dict(),
-                "args": dataclasses.asdict(args), **progress}, tmp)
-    tmp.replace(path)
+    with atomic_file(path) as temp:
+        torch.save({"model": agent.state_dict(), "agent": agent.config, "optimizer": optimizer.state_dict(),
+                    "args": dataclasses.asdict(args), **progress}, temp)
 
 
 def log_tensorboard(writer: SummaryWriter, row: dict) -> None:
@@ -162,7 +162,8 @@ def plot_curve(csv_path: Path, png_path: Path) -> None:
     axes[2].set(title="losses", xlabel="env steps")
     axes[2].legend()
     fig.tight_layout()
-    fig.savefig(png_path, dpi=100)
+    with atomic_file(png_path) as temp:
+        fig.savefig(temp, dpi=100)
     plt.close(fig)
 
 

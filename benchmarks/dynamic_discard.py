@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from mirage_env.atomic import write_text
 from mirage_env.geometry import intrinsics_from_fov
 from mirage_env.geometry.trajectories import from_velocities
 from mirage_env.memory.discard import DiscardConfig, discard_dynamic
@@ -94,7 +95,7 @@ def main() -> None:
     print(f"| {summary['precision']:.3f} | {summary['recall']:.3f} | {summary['static_kept']:.3f} | "
           f"{summary['strict_recall']:.3f} | {summary['median_ms_per_segment']:.1f} |")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"config": config.__dict__, "summary": summary, "scenes": rows}, indent=2))
+    write_text(args.out, json.dumps({"config": config.__dict__, "summary": summary, "scenes": rows}, indent=2))
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from mirage_env.atomic import write_text
 from mirage_env.envs import CameraVectorEnv
 
 ENV_ID = "MirageEnv/Camera-v0"
@@ -128,7 +129,7 @@ def main() -> None:
               f"{ms['read'] + ms['depth'] + ms['discard'] + ms['write']:.0f} | {r['frames_per_s']:.1f} | "
               f"{r['frames_per_s'] / base:.2f}x | {r['num_envs'] * base_model_ms / _model_ms(r):.2f}x |")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"threads": args.threads, "cpus": os.cpu_count(), "load_average": load,
+    write_text(args.out, json.dumps({"threads": args.threads, "cpus": os.cpu_count(), "load_average": load,
                                     "rows": rows}, indent=2))
 
 

@@ -20,6 +20,8 @@ from typing import Any
 
 import torch
 
+from mirage_env.atomic import atomic_file, write_text
+
 RESULTS = Path(__file__).parent / "results"
 _M_MMAP_THRESHOLD = -3  # glibc mallopt: fixed threshold (no dynamic growth) so big blocks are unmapped on free
 
@@ -89,8 +91,9 @@ def save(name: str, payload: dict[str, Any], figure) -> tuple[Path, Path]:
     """Write ``results/<name>.json`` and ``results/<name>.png``; returns both paths."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     json_path, png_path = RESULTS / f"{name}.json", RESULTS / f"{name}.png"
-    json_path.write_text(json.dumps(payload, indent=2, default=str))
-    figure.savefig(png_path, dpi=120, bbox_inches="tight")
+    write_text(json_path, json.dumps(payload, indent=2, default=str))
+    with atomic_file(png_path) as temp:
+        figure.savefig(temp, dpi=120, bbox_inches="tight")
     return json_path, png_path
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from measure import best_of
 
+from mirage_env.atomic import write_text
 from mirage_env.geometry import intrinsics_from_fov, pack_cameras
 from mirage_env.geometry.trajectories import orbit
 from mirage_env.memory import LatentSpatialMemory, MemoryConfig
@@ -106,7 +107,7 @@ def main() -> None:
         print(f"| {r['op']} | {r['reference_ms']:.1f} | {r['extension_ms']:.1f} | {r['speedup']:.1f}x | "
               f"{r['equal']} ({r['compared']}) |")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"threads": torch.get_num_threads(), "rows": rows}, indent=2))
+    write_text(args.out, json.dumps({"threads": torch.get_num_threads(), "rows": rows}, indent=2))
     if not all(r["equal"] for r in rows):
         raise SystemExit("extension and reference disagree")
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from mirage_env.atomic import write_text
 from mirage_env.evaluation import HELD_OUT_FIRST_SCENE, revisit_episode
 from mirage_env.models import from_preset
 from mirage_env.video import contact_sheet, write_png
@@ -66,7 +67,7 @@ def main() -> None:
     print(f"| the true frames through the VAE (a perfect generator) | {results['vae_bound_psnr']['mean']:.2f} +/- "
           f"{results['vae_bound_psnr']['std']:.2f} | | |")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2, default=str))
+    write_text(args.out, json.dumps(results, indent=2, default=str))
     shown = range(min(8, args.scenes))
     columns = [torch.stack([rows_by_mode["latent memory"][i]["first"] for i in shown])]
     columns += [torch.stack([rows[i]["returned"] for i in shown]) for rows in rows_by_mode.values()]

@@ -11,11 +11,11 @@ import argparse
 
 import numpy as np
 import torch
-from PIL import Image
 
 
 from mirage_env.geometry import intrinsics_from_fov, look_at  # noqa: E402
 from mirage_env.sim import Scene, render, sample_scene, start_pose  # noqa: E402
+from mirage_env.video import write_png  # noqa: E402
 
 # Anchor colours of a viridis-like map, from near (0) to far (1).
 ANCHORS = np.array([[0.99, 0.91, 0.14], [0.37, 0.79, 0.38], [0.13, 0.57, 0.55], [0.23, 0.32, 0.55], [0.27, 0.0, 0.33]])
@@ -63,7 +63,7 @@ def main() -> None:
         out = render(scene, K, pose, hw, time=args.time)
         mask = np.repeat(out.dynamic_mask[0].numpy()[..., None] * np.uint8(255), 3, axis=-1)
         rows.append(np.concatenate([out.rgb[0].numpy(), colorize_depth(out.depth[0].numpy()), mask], axis=1))
-    Image.fromarray(np.concatenate(rows, axis=0)).save(args.out)
+    write_png(args.out, np.concatenate(rows, axis=0))
     print(f"wrote {args.out}")
 
 

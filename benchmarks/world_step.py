@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from mirage_env.atomic import write_text
 from mirage_env.geometry.trajectories import from_velocities
 from mirage_env.models import from_preset
 from mirage_env.sim import sample_scene, start_pose
@@ -62,7 +63,7 @@ def main() -> None:
         print(f"| {name} | " + " | ".join(f"{r[s]:.1f}" for s in STAGES) + f" | {r['total']:.1f} | "
               f"{r['frames_per_s']:.1f} |")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"batch": args.batch, "configs": {n: dataclasses.asdict(c) for n, c in
+    write_text(args.out, json.dumps({"batch": args.batch, "configs": {n: dataclasses.asdict(c) for n, c in
                                                                      modes.items()}, "rows": rows}, indent=2,
                                    default=str))
 

@@ -1,9 +1,14 @@
-"""The ``mirage-env`` command line."""
+"""The ``mirage-env`` command line.
+
+Known errors (bad input, a missing or unwritable path, missing weights) print one line
+``mirage-env: error: ...`` on stderr and exit with code 2; an interrupt exits with 130.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import torch
@@ -148,8 +153,10 @@ def _env_parser() -> argparse.ArgumentParser:
 
 
 def _train(args: argparse.Namespace) -> None:
+    from mirage_env.atomic import check_writable
     from mirage_env.train.recipes import run_recipe
 
+    check_writable(args.out, folder=True)
     run_recipe(args)
 
 
@@ -226,8 +233,25 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         args.run(args)
-    except ValueError as error:  # invalid user input (drive, key script, files): a message, not a traceback
-        parser.error(str(error))
+    except (ValueError, OSError) as error:  # bad input, user paths, missing weights: a message, not a traceback
+        _exit(2, _error_line(error))
+    except KeyboardInterrupt:
+        _exit(130, "interrupted")
+
+
+def _error_line(error: BaseException) -> str:
+    """The first line of ``error``'s message (missing weights: with where to see what a weights folder needs)."""
+    from mirage_env.models import MissingWeightsError
+
+    lines = str(error).strip().splitlines() or [type(error).__name__]
+    if isinstance(error, MissingWeightsError) and len(lines) > 1:
+        return f"{lines[0]} (`mirage-env info --weights-dir DIR` lists what a weights folder needs)"
+    return lines[0]
+
+
+def _exit(code: int, message: str) -> None:
+    print(f"mirage-env: error: {message}", file=sys.stderr)
+    sys.exit(code)
 
 
 if __name__ == "__main__":

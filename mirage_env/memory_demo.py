@@ -19,8 +19,9 @@ from mirage_env.geometry import intrinsics_from_fov, scale_intrinsics
 from mirage_env.geometry.trajectories import pan_path
 from mirage_env.memory import LatentSpatialMemory, MemoryConfig
 from mirage_env.memory.discard import discard_dynamic
+from mirage_env.atomic import write_text
 from mirage_env.sim import render, sample_scene, start_pose
-from mirage_env.video import contact_sheet, write_png, write_video
+from mirage_env.video import check_video_outputs, contact_sheet, write_png, write_video
 
 
 @dataclass
@@ -48,6 +49,7 @@ def _to_image(latents: torch.Tensor, size: int) -> np.ndarray:
 
 def run_memory_demo(config: DemoConfig, out: Path) -> dict:
     """Run the demo, write ``out`` (mp4 or gif), a contact sheet PNG and a metrics JSON beside it."""
+    out = check_video_outputs(out)  # before the demo runs, not after
     scene = sample_scene(config.seed, config.kind)
     hw, latent = (config.size, config.size), config.size // config.stride
     K = intrinsics_from_fov(config.fov_deg, hw)
@@ -77,5 +79,5 @@ def run_memory_demo(config: DemoConfig, out: Path) -> dict:
     summary = {"video": str(video), "contact_sheet": str(sheet), "frames": len(frames),
                "return_coverage": metrics[-1]["coverage"], "voxels": metrics[-1]["voxels"],
                "bytes": metrics[-1]["bytes"], "steps": metrics}
-    out.with_suffix(".json").write_text(json.dumps(summary, indent=2))
+    write_text(out.with_suffix(".json"), json.dumps(summary, indent=2))
     return summary

@@ -8,6 +8,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from mirage_env.atomic import atomic_file, check_writable
+
 
 def to_unit(images: torch.Tensor) -> torch.Tensor:
     """uint8 images [..., H, W, 3] -> float [..., 3, H, W] in [-1, 1] (what the VAE takes)."""
@@ -37,15 +39,29 @@ def check_video_path(path: str | Path) -> Path:
     return path
 
 
+def check_video_outputs(path: str | Path) -> Path:
+    """``path`` as a Path; raises ValueError unless it is a video path (:func:`check_video_path`) where the video
+    and the ``.png`` and ``.json`` beside it (what rollouts and the memory demo write) can be written."""
+    path = check_video_path(path)
+    for file in (path, path.with_suffix(".png"), path.with_suffix(".json")):
+        check_writable(file)
+    return path
+
+
 def write_video(path: str | Path, frames, fps: float = 16.0) -> Path:
-    """Write uint8 frames [T, H, W, 3] to ``path``; the suffix picks the format (.mp4 or .gif)."""
+    """Write uint8 frames [T, H, W, 3] to ``path`` atomically; the suffix picks the format (.mp4 or .gif)."""
     path = check_video_path(path)
     array = _as_frames(frames)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_file(path) as temp:
+        _write_frames(temp, array, fps)
+    return path
+
+
+def _write_frames(path: Path, array: np.ndarray, fps: float) -> None:
     if path.suffix.lower() == ".gif":
         images = [Image.fromarray(f) for f in array]
         images[0].save(path, save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
-        return path
+        return
     import imageio.v2 as imageio
 
     # libx264 with yuv420p needs even sizes: pad by edge replication.
@@ -56,7 +72,6 @@ def write_video(path: str | Path, frames, fps: float = 16.0) -> Path:
                             ffmpeg_log_level="error") as writer:
         for frame in array:
             writer.append_data(frame)
-    return path
 
 
 def contact_sheet(frames, columns: int = 8) -> np.ndarray:
@@ -72,8 +87,8 @@ def contact_sheet(frames, columns: int = 8) -> np.ndarray:
 
 
 def write_png(path: str | Path, image: np.ndarray) -> Path:
-    """Save a uint8 HxWx3 image as PNG."""
+    """Save a uint8 HxWx3 image as PNG (atomically)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(image).save(path)
+    with atomic_file(path) as temp:
+        Image.fromarray(image).save(temp)
     return path

@@ -1,12 +1,14 @@
 """Training: clips, the resumable trainer and the VAE recipe (a few CPU steps)."""
 
 import csv
+import json
 
 import pytest
 import torch
 
 from mirage_env.models.presets import build_vae, load_preset
 from mirage_env.train import ClipConfig, TrainConfig, Trainer, sample_clip
+from mirage_env.train.trainer import read_metrics
 from mirage_env.train.vae import (
     ClipPool,
     VaeData,
@@ -58,33 +60,75 @@ def test_trainer_reduces_the_loss_and_logs(tmp_path):
 
 
 def test_resume_after_a_crash_continues_exactly(tmp_path):
-    config = TrainConfig(steps=12, lr=0.05, warmup=2, checkpoint_every=6)
+    """Crashed after step 8, resumed from the checkpoint of step 6: the same weights, losses and log rows as
+    an uninterrupted run (the rows of steps 7 and 8 are not repeated), in CSV and TensorBoard."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    config = TrainConfig(steps=12, lr=0.05, warmup=2, log_every=1, checkpoint_every=6)
     straight = Quadratic()
     Trainer(straight, quadratic_loss(straight), config, tmp_path / "a").run(progress=False)
 
     crashed = Quadratic()
 
-    def crash_at_step_6(step, generator):
-        if step == 6:
+    def crash_at_step_8(step, generator):
+        if step == 8:
             raise KeyboardInterrupt
         return quadratic_loss(crashed)(step, generator)
 
     with pytest.raises(KeyboardInterrupt):
-        Trainer(crashed, crash_at_step_6, config, tmp_path / "b").run(progress=False)
+        Trainer(crashed, crash_at_step_8, config, tmp_path / "b").run(progress=False)
     resumed = Quadratic()
     trainer = Trainer(resumed, quadratic_loss(resumed), config, tmp_path / "b")
-    trainer.run(resume=True, progress=False)
+    assert trainer.run(resume=True, progress=False)[0]["step"] == 7
     assert trainer.step == 12
     assert torch.equal(resumed.w, straight.w)
+    logs = [read_metrics(tmp_path / run / "metrics.csv") for run in ("a", "b")]
+    assert [r["step"] for r in logs[1]] == list(range(1, 13))
+    assert [r["loss"] for r in logs[1]] == [r["loss"] for r in logs[0]]
+    for tag in ("train/loss", "train/lr"):
+        board = EventAccumulator(str(tmp_path / "b" / "tensorboard"))
+        board.Reload()
+        assert [event.step for event in board.Scalars(tag)] == list(range(1, 13))
 
 
-def test_corrupt_checkpoint_raises(tmp_path):
+@pytest.mark.parametrize("name", ["weights.safetensors", "optimizer.safetensors", "state.json"])
+def test_a_truncated_checkpoint_file_is_named_and_nothing_changes(tmp_path, name):
     module = Quadratic()
-    trainer = Trainer(module, quadratic_loss(module), TrainConfig(steps=2, checkpoint_every=1), tmp_path)
-    trainer.run(progress=False)
-    (tmp_path / "checkpoint" / "weights.safetensors").write_bytes(b"broken")
-    with pytest.raises(ValueError, match="cannot resume"):
-        Trainer(module, quadratic_loss(module), TrainConfig(steps=4), tmp_path).run(resume=True, progress=False)
+    Trainer(module, quadratic_loss(module), TrainConfig(steps=2, checkpoint_every=1), tmp_path).run(progress=False)
+    file = tmp_path / "checkpoint" / name
+    file.write_bytes(file.read_bytes()[: file.stat().st_size // 2])
+    fresh = Quadratic()
+    with pytest.raises(ValueError, match=f"{name}: cannot resume"):
+        Trainer(fresh, quadratic_loss(fresh), TrainConfig(steps=4), tmp_path).run(resume=True, progress=False)
+    assert torch.equal(fresh.w, torch.zeros(8))
+
+
+def test_a_checkpoint_of_another_shape_is_refused_before_loading(tmp_path):
+    module = Quadratic()
+    Trainer(module, quadratic_loss(module), TrainConfig(steps=2), tmp_path).run(progress=False)
+    other = Quadratic()
+    other.w = torch.nn.Parameter(torch.zeros(9))
+    with pytest.raises(ValueError, match=r"\['w'\] have other shapes"):
+        Trainer(other, lambda step, generator: other.w.sum(), TrainConfig(steps=4), tmp_path).load_checkpoint()
+    assert torch.equal(other.w, torch.zeros(9))
+
+
+def test_a_checkpoint_without_global_rng_states_loads_with_a_warning(tmp_path):
+    module = Quadratic()
+    Trainer(module, quadratic_loss(module), TrainConfig(steps=2), tmp_path).run(progress=False)
+    state_file = tmp_path / "checkpoint" / "state.json"
+    state = json.loads(state_file.read_text())
+    del state["global_rng"]
+    state_file.write_text(json.dumps(state))
+    with pytest.warns(UserWarning, match="dropout draws will differ"):
+        Trainer(module, quadratic_loss(module), TrainConfig(steps=2), tmp_path).load_checkpoint()
+
+
+def test_train_config_rejects_zero_intervals():
+    with pytest.raises(ValueError, match="checkpoint_every"):
+        TrainConfig(steps=10, checkpoint_every=0)
+    with pytest.raises(ValueError, match="log_every"):
+        TrainConfig(steps=10, log_every=0)
 
 
 def test_trainer_rejects_frozen_or_half_precision_modules(tmp_path):
@@ -223,6 +267,35 @@ def test_a_few_steps_of_each_stage_reduce_the_loss_and_resume(segment_pool, stag
                       tmp_path)
     resumed.run(resume=True, progress=False)
     assert resumed.step == 45
+
+
+def test_a_crashed_lora_stage_resumes_to_the_same_weights(segment_pool, tmp_path):
+    """LoRA's dropout draws from torch's global RNG: the checkpoint keeps its state, so resuming matches."""
+    from mirage_env.models import from_preset
+    from mirage_env.train.segments import flow_loss_fn
+    from mirage_env.train.stages import prepare_stage
+
+    def lora_trainer(out, crash_at=None):
+        model = from_preset("tiny", seed=0, random_init=True)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)  # LoRA's initial weights
+            prepare_stage(model, "lora")
+        loss = flow_loss_fn(model, segment_pool)
+
+        def maybe_crash(step, generator):
+            if step == crash_at:
+                raise KeyboardInterrupt
+            return loss(step, generator)
+
+        return Trainer(model, maybe_crash, TrainConfig(steps=4, lr=3e-3, warmup=1, checkpoint_every=2), out)
+
+    straight = lora_trainer(tmp_path / "a")
+    straight.run(progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        lora_trainer(tmp_path / "b", crash_at=3).run(progress=False)
+    resumed = lora_trainer(tmp_path / "b")
+    resumed.run(resume=True, progress=False)
+    assert all(torch.equal(p, resumed.params[n]) for n, p in straight.params.items())
 
 
 def test_export_halves_storage_and_loads_back_at_float32(tmp_path):

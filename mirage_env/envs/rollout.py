@@ -26,11 +26,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from mirage_env.atomic import write_text
 from mirage_env.envs.actions import parse_keys
 from mirage_env.envs.camera_env import CameraEnv
 from mirage_env.geometry.camera_files import load_geometry_npz
 from mirage_env.geometry.trajectories import orbit, pan_path
-from mirage_env.video import check_video_path, contact_sheet, write_png, write_video
+from mirage_env.video import check_video_outputs, contact_sheet, write_png, write_video
 
 DRIVES = ("loop", "orbit", "file", "keys", "random", "policy", "interactive")
 STAGES = ("read", "denoise", "decode", "depth", "discard", "write", "total")
@@ -59,7 +60,7 @@ class RolloutSpec:
             raise ValueError("drive 'file' needs a geometry.npz")
         if self.steps < 1 or self.video_scale < 1:
             raise ValueError("steps and video_scale must be >= 1")
-        check_video_path(self.out)  # before the rollout runs, not after
+        check_video_outputs(self.out)  # before the rollout runs, not after
 
 
 Step = Callable[[gym.Env], tuple]
@@ -167,7 +168,7 @@ def run_rollout(env: gym.Env, spec: RolloutSpec, policy: Policy | None = None,
     tiles = video[np.linspace(0, len(video) - 1, min(len(video), 32)).round().astype(int)]
     write_png(out.with_suffix(".png"), contact_sheet(_upscale(tiles, max(spec.video_scale // 2, 1))))
     metrics = summarise(env.unwrapped, spec, records, len(video), wall)
-    out.with_suffix(".json").write_text(json.dumps(metrics, indent=2))
+    write_text(out.with_suffix(".json"), json.dumps(metrics, indent=2))
     return metrics
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mirage_env.atomic import atomic_file
 from mirage_env.config_checks import check_size
 from mirage_env.geometry.camera import invert_pose
 from mirage_env.geometry.checks import check_intrinsics, check_poses
@@ -114,7 +115,7 @@ def load_geometry_npz(path: str | Path) -> CameraSequence:
 
 
 def save_geometry_npz(path: str | Path, sequence: CameraSequence) -> None:
-    """Write ``sequence`` in the ``geometry.npz`` layout (depths are required)."""
+    """Write ``sequence`` in the ``geometry.npz`` layout (depths are required), atomically."""
     if sequence.depths is None:
         raise ValueError("geometry.npz needs depths")
     arrays = {
@@ -126,7 +127,8 @@ def save_geometry_npz(path: str | Path, sequence: CameraSequence) -> None:
         arrays["frames"] = sequence.frames.cpu().numpy().astype(np.uint8)
     if sequence.masks is not None:
         arrays["masks"] = sequence.masks.cpu().numpy().astype(bool)
-    np.savez_compressed(path, **arrays)
+    with atomic_file(path) as temp, open(temp, "wb") as handle:  # a handle: numpy appends ".npz" to bare names
+        np.savez_compressed(handle, **arrays)
 
 
 def load_realestate10k(path: str | Path, image_hw: tuple[int, int]) -> CameraSequence:

@@ -12,6 +12,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from mirage_env import ops
+from mirage_env.atomic import atomic_file
 from mirage_env.config_checks import check_choice, check_int, check_number
 from mirage_env.geometry.camera import pack_cameras
 from mirage_env.geometry.checks import check_finite, check_intrinsics, check_poses
@@ -327,9 +328,10 @@ class LatentSpatialMemory:
         self.step = int(state["step"][0])
 
     def save(self, path: str | Path) -> None:
-        """Write the memory to a safetensors file (exact round trip with :meth:`load`)."""
+        """Write the memory to a safetensors file atomically (exact round trip with :meth:`load`)."""
         tensors = {k: v.cpu().contiguous() for k, v in self.state_dict().items()}
-        save_file(tensors, str(path), metadata={"format": FORMAT_NAME, "version": FORMAT_VERSION})
+        with atomic_file(path) as temp:
+            save_file(tensors, str(temp), metadata={"format": FORMAT_NAME, "version": FORMAT_VERSION})
 
     @classmethod
     def load(cls, path: str | Path, device: torch.device | str = "cpu") -> LatentSpatialMemory:

@@ -23,6 +23,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from mirage_env.atomic import atomic_dir
+
 ADAPTER = "mirage"
 CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
@@ -82,13 +84,12 @@ def merge_lora(model: nn.Module) -> None:
 
 
 def save_lora(model: nn.Module, directory: str | Path) -> None:
-    """Write ``adapter_config.json`` and ``adapter_model.safetensors`` to ``directory``."""
+    """Write ``adapter_config.json`` and ``adapter_model.safetensors`` to ``directory`` (replaced atomically)."""
     _require(model)
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    model.peft_config[ADAPTER].save_pretrained(str(directory))
     state = get_peft_model_state_dict(model, adapter_name=ADAPTER)
-    save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(directory / WEIGHTS_FILE))
+    with atomic_dir(directory) as folder:
+        model.peft_config[ADAPTER].save_pretrained(str(folder))
+        save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(folder / WEIGHTS_FILE))
 
 
 def load_lora(model: nn.Module, directory: str | Path) -> None:

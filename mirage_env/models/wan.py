@@ -18,6 +18,7 @@ from diffusers import AutoencoderKLWan, WanTransformer3DModel
 from safetensors.torch import save_file
 from torch import nn
 
+from mirage_env.atomic import atomic_dir
 from mirage_env.config_checks import reject_renamed_keywords
 from mirage_env.models import lora as lora_ops
 from mirage_env.models.addon import MemoryBranch, build_addon
@@ -46,6 +47,9 @@ from mirage_env.models.sampler import (
 )
 from mirage_env.models.text import TextEncoder
 from mirage_env.models.weight_files import check_weight_files
+
+SAVED_PARTS = ("transformer", "vae", "addon", "lora")
+"""The parts of a weights folder :meth:`WanWorldModel.save_pretrained` writes (and replaces)."""
 
 
 @dataclass
@@ -192,16 +196,18 @@ class WanWorldModel(nn.Module):
 
     # ------------------------------------------------------------------ persistence
     def save_pretrained(self, weights_dir: str | Path) -> None:
-        """Write the layout :func:`from_preset` reads: transformer/, vae/, addon/ and lora/ when the DiT has LoRA."""
-        root = Path(weights_dir)
-        (root / "transformer").mkdir(parents=True, exist_ok=True)
-        self.dit.save_config(root / "transformer")
+        """Write the layout :func:`from_preset` reads: transformer/, vae/, addon/ and lora/ when the DiT has LoRA.
+        These four parts of ``weights_dir`` are replaced atomically (:func:`mirage_env.atomic.atomic_dir`; a stale
+        lora/ goes); its other entries (text_encoder/, tokenizer/) stay."""
         base = {k: v.detach().contiguous().cpu() for k, v in lora_ops.base_state_dict(self.dit).items()}
-        save_file(base, str(root / "transformer" / DIFFUSERS_WEIGHTS))
-        self.vae.save_pretrained(root / "vae")
-        self.branch.save_pretrained(root / "addon")
-        if lora_ops.has_lora(self.dit):
-            lora_ops.save_lora(self.dit, root / "lora")
+        with atomic_dir(weights_dir, parts=SAVED_PARTS) as root:
+            (root / "transformer").mkdir()
+            self.dit.save_config(root / "transformer")
+            save_file(base, str(root / "transformer" / DIFFUSERS_WEIGHTS))
+            self.vae.save_pretrained(root / "vae")
+            self.branch.save_pretrained(root / "addon")
+            if lora_ops.has_lora(self.dit):
+                lora_ops.save_lora(self.dit, root / "lora")
 
 
 def _cast(module: nn.Module, dtype: torch.dtype) -> nn.Module:

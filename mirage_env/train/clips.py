@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mirage_env.atomic import atomic_file
 from mirage_env.geometry import integrate_velocity, intrinsics_from_fov
 from mirage_env.sim import Scene, render, scene_by_seed, start_pose
 from mirage_env.video import to_unit
@@ -111,10 +111,8 @@ class SimulatorClips:
         if path.exists():
             return Clip(**torch.load(path, weights_only=True))
         clip = sample_clip(index, self.config, self.seed)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        torch.save(vars(clip), partial)
-        os.replace(partial, path)  # complete or absent: a clip is never read half-written
+        with atomic_file(path) as partial:  # complete or absent: a clip is never read half-written
+            torch.save(vars(clip), partial)
         return clip
 
 

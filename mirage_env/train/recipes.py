@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 from pathlib import Path
 
 import torch
 from diffusers import AutoencoderKLWan
 
+from mirage_env.atomic import atomic_dir, write_text
 from mirage_env.models import from_preset
 from mirage_env.models.presets import build_vae, load_preset
 from mirage_env.models.wan import WanWorldModel
@@ -62,8 +62,7 @@ def train_vae(out: Path, steps: int, seed: int = 0, resume: bool = False, progre
         if prefetch is not None:
             workers.run_async(prefetch[0], range(prefetch[1]))
     model = VaeWithCritic(vae, critic).to(device)
-    config = TrainConfig(steps=steps, lr=lr, seed=seed, warmup=min(100, steps // 10 + 1),
-                         checkpoint_every=max(1, min(500, steps)), max_seconds=max_seconds)
+    config = TrainConfig(steps=steps, lr=lr, seed=seed, warmup=min(100, steps // 10 + 1), max_seconds=max_seconds)
     loss = vae_loss_fn(model, pool, data, images)
     Trainer(model, loss, config, out / "vae_run").run(resume=resume, progress=progress)
     vae.eval()
@@ -71,11 +70,12 @@ def train_vae(out: Path, steps: int, seed: int = 0, resume: bool = False, progre
     frames = held_out_video(held_out, seed=seed + 1)
     psnr = reconstruction_psnr(vae, frames)
     clip_psnr = reconstruction_psnr(vae, held_out_video(held_out_clips, data.frames, seed + 1)).view(held_out_clips, -1)
-    vae.to("cpu").save_pretrained(out / "vae")
+    with atomic_dir(out / "vae") as folder:
+        vae.to("cpu").save_pretrained(folder)
     summary = {**log_summary(out / "vae_run"), "held_out_frames": held_out, "psnr_mean": psnr.mean().item(),
                "psnr_min": psnr.min().item(), "sharpness": reconstruction_sharpness(vae, frames),
                "held_out_clips": held_out_clips, "clip_psnr_later_frames": clip_psnr[:, 1:].mean().item()}
-    (out / "vae_summary.json").write_text(json.dumps(summary, indent=2))
+    write_text(out / "vae_summary.json", json.dumps(summary, indent=2))
     return summary
 
 
@@ -96,30 +96,15 @@ def train_world_model(out: Path, vae_dir: Path, steps: dict[str, int], seed: int
         if count <= 0:
             continue
         prepare_stage(model, stage)
-        config = TrainConfig(steps=count, lr=lr, seed=seed, warmup=min(100, count // 10 + 1),
-                             checkpoint_every=max(1, min(500, count)), precision=precision,
+        config = TrainConfig(steps=count, lr=lr, seed=seed, warmup=min(100, count // 10 + 1), precision=precision,
                              max_seconds=(max_seconds or {}).get(stage))
         Trainer(model, flow_loss_fn(model, pool), config, out / f"{stage}_run").run(resume, progress)
         summary[stage] = log_summary(out / f"{stage}_run")
-        save_weights(model, out / "stages" / stage)  # what a later stage's failure cannot take away
+        model.save_pretrained(out / "stages" / stage)  # what a later stage's failure cannot take away
     model.requires_grad_(False)
-    save_weights(model.to("cpu"), out / "weights")
-    (out / "world_model_summary.json").write_text(json.dumps(summary, indent=2))
+    model.to("cpu").save_pretrained(out / "weights")
+    write_text(out / "world_model_summary.json", json.dumps(summary, indent=2))
     return summary
-
-
-def save_weights(model: WanWorldModel, folder: Path) -> None:
-    """``model.save_pretrained`` into a sibling folder, then switched into ``folder`` by renames, so that
-    ``folder`` always holds one complete set of weights."""
-    partial = folder.with_name(f".{folder.name}.partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    model.save_pretrained(partial)
-    previous = folder.with_name(f".{folder.name}.previous")
-    shutil.rmtree(previous, ignore_errors=True)
-    if folder.exists():
-        folder.rename(previous)
-    partial.rename(folder)
-    shutil.rmtree(previous, ignore_errors=True)
 
 
 def run_recipe(args: argparse.Namespace) -> dict:

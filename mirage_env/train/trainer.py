@@ -1,17 +1,24 @@
 """A small, resumable training loop: AdamW on fp32 master weights, optional bf16 autocast, gradient clipping,
-warm-up + cosine learning rate, safetensors checkpoints with a JSON state, a CSV metrics log and a progress bar.
+warm-up + cosine learning rate, atomic safetensors checkpoints with a JSON state, a CSV metrics log, TensorBoard
+scalars and a progress bar.
 
-Checkpoint layout (``out_dir/checkpoint/``): ``weights.safetensors`` (the trained parameters by name),
-``optimizer.safetensors`` (AdamW moments by parameter name), ``state.json`` (step, config, generator state).
-``out_dir/metrics.csv`` gets one row per logged step.
+Checkpoint layout (``out_dir/checkpoint/``, one folder switched in atomically by :func:`mirage_env.atomic.atomic_dir`,
+so a kill at any point leaves the previous checkpoint or the new one, whole): ``weights.safetensors`` (the trained
+parameters by name), ``optimizer.safetensors`` (AdamW moments by parameter name), ``state.json`` (step, config, the
+loss generator's state and torch's global RNG states, which dropout draws from). ``out_dir/metrics.csv`` holds one
+row per logged step (rewritten atomically at every log; a resume drops the rows after the checkpoint's step), and
+``out_dir/tensorboard/`` the same loss and lr as TensorBoard scalars. A resumed run ends with the weights an
+uninterrupted run ends with, bit for bit.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -20,8 +27,12 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
+from mirage_env.atomic import atomic_dir, recover_dir, remove_temps, write_text
+
 LossFn = Callable[[int, torch.Generator], torch.Tensor]
 """(step, generator) -> scalar loss; draws its batch and noise from the generator only (reproducible)."""
+
+METRICS_FIELDS = ("step", "loss", "lr", "seconds")
 
 
 @dataclass(frozen=True)
@@ -34,7 +45,7 @@ class TrainConfig:
     warmup: int = 50
     seed: int = 0
     log_every: int = 20
-    checkpoint_every: int = 200
+    checkpoint_every: int = 100
     precision: str = "fp32"  # "fp32" or "bf16" (autocast; master weights stay fp32)
     max_seconds: float | None = None  # stop early after this long; the learning-rate schedule then runs on time
 
@@ -43,6 +54,9 @@ class TrainConfig:
             raise ValueError("steps >= 1, lr > 0 and precision in ('fp32', 'bf16') are required")
         if self.max_seconds is not None and not self.max_seconds > 0:
             raise ValueError(f"max_seconds must be > 0 or None, got {self.max_seconds}")
+        if self.log_every < 1 or self.checkpoint_every < 1:
+            raise ValueError(f"log_every and checkpoint_every must be >= 1, got {self.log_every} and "
+                             f"{self.checkpoint_every}")
 
 
 def learning_rate(step: int, config: TrainConfig, time_used: float = 0.0) -> float:
@@ -55,7 +69,10 @@ def learning_rate(step: int, config: TrainConfig, time_used: float = 0.0) -> flo
 
 
 class Trainer:
-    """Train the parameters of ``module`` that require grad on ``loss_fn``, checkpointing into ``out_dir``."""
+    """Train the parameters of ``module`` that require grad on ``loss_fn``, checkpointing into ``out_dir``.
+
+    :meth:`run` draws torch's global RNG (dropout) from a stream seeded with ``config.seed`` and restores the
+    caller's RNG state afterwards."""
 
     def __init__(self, module: torch.nn.Module, loss_fn: LossFn, config: TrainConfig, out_dir: str | Path) -> None:
         self.module = module
@@ -72,37 +89,49 @@ class Trainer:
                                            weight_decay=config.weight_decay)
         self.generator = torch.Generator().manual_seed(config.seed)
         self.step = 0
+        self.rows: list[dict] = []  # every logged row up to ``step``, over all runs of this out_dir
+        self.global_rng: dict[str, torch.Tensor] | None = None  # restored by load_checkpoint, applied by run
 
     @property
     def checkpoint_dir(self) -> Path:
         return self.out_dir / "checkpoint"
 
+    @property
+    def metrics_path(self) -> Path:
+        return self.out_dir / "metrics.csv"
+
+    def _cuda_devices(self) -> list[int]:
+        return sorted({p.device.index for p in self.params.values() if p.device.type == "cuda"})
+
     def save_checkpoint(self) -> None:
-        folder = self.checkpoint_dir
-        folder.mkdir(parents=True, exist_ok=True)
+        """Write weights, optimizer moments and state as one checkpoint folder, switched in atomically."""
         weights = {n: p.detach().contiguous().cpu() for n, p in self.params.items()}
-        save_file(weights, str(folder / "weights.safetensors"))
         moments = {}
         for name, p in self.params.items():
             for key, value in self.optimizer.state.get(p, {}).items():
                 moments[f"{name}::{key}"] = value.detach().reshape(value.shape).contiguous().cpu()
-        save_file(moments, str(folder / "optimizer.safetensors"))
-        state = {"step": self.step, "config": asdict(self.config),
-                 "generator": self.generator.get_state().tolist()}
-        (folder / "state.json").write_text(json.dumps(state))
+        state = {"step": self.step, "config": asdict(self.config), "generator": self.generator.get_state().tolist(),
+                 "global_rng": {device: rng.tolist() for device, rng in self._global_rng_states().items()}}
+        with atomic_dir(self.checkpoint_dir) as folder:
+            save_file(weights, str(folder / "weights.safetensors"))
+            save_file(moments, str(folder / "optimizer.safetensors"))
+            (folder / "state.json").write_text(json.dumps(state))
 
     def load_checkpoint(self) -> None:
-        """Restore weights, optimizer moments, step and generator from ``out_dir/checkpoint``."""
+        """Restore weights, optimizer moments, step, generator and RNG states from ``out_dir/checkpoint`` and the
+        metrics rows up to its step; a missing or corrupt file raises ValueError naming it (nothing changed)."""
         folder = self.checkpoint_dir
-        try:
-            weights = load_file(str(folder / "weights.safetensors"))
-            moments = load_file(str(folder / "optimizer.safetensors"))
-            state = json.loads((folder / "state.json").read_text())
-        except Exception as error:  # missing or corrupt files: say which checkpoint
-            raise ValueError(f"{folder}: cannot resume from this checkpoint ({error})") from error
+        recover_dir(folder)
+        weights = _read(folder / "weights.safetensors", lambda path: load_file(str(path)))
+        moments = _read(folder / "optimizer.safetensors", lambda path: load_file(str(path)))
+        state = _read(folder / "state.json", lambda path: _check_state(json.loads(path.read_text())))
         missing = sorted(set(self.params) - set(weights))
         if missing:
             raise ValueError(f"{folder}: checkpoint lacks parameters {missing[:5]}")
+        misshapen = [n for n, p in self.params.items() if weights[n].shape != p.shape]
+        if misshapen:
+            raise ValueError(f"{folder}: checkpoint parameters {misshapen[:5]} have other shapes than the module's")
+        rows = _read(self.metrics_path, read_metrics) if self.metrics_path.exists() else []
         with torch.no_grad():
             for name, p in self.params.items():
                 p.copy_(weights[name])
@@ -112,32 +141,68 @@ class Trainer:
                 self.optimizer.state[p] = {k: v.to(p.device) for k, v in entries.items()}
         self.step = int(state["step"])
         self.generator.set_state(torch.tensor(state["generator"], dtype=torch.uint8))
+        self.rows = [row for row in rows if row["step"] <= self.step]
+        if "global_rng" in state:
+            self.global_rng = {d: torch.tensor(v, dtype=torch.uint8) for d, v in state["global_rng"].items()}
+        else:
+            warnings.warn(f"{folder} predates saved global RNG states: dropout draws will differ from an "
+                          "uninterrupted run", stacklevel=2)
 
-    def _log(self, row: dict) -> None:
-        path = self.out_dir / "metrics.csv"
-        new = not path.exists()
-        with path.open("a", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(row))
-            if new:
-                writer.writeheader()
-            writer.writerow(row)
+    def _global_rng_states(self) -> dict[str, torch.Tensor]:
+        states = {"cpu": torch.get_rng_state()}
+        states.update({f"cuda:{i}": torch.cuda.get_rng_state(i) for i in self._cuda_devices()})
+        return states
 
-    def _log_window(self, rows: list[dict], window: list[float], lr: float, start: float, bar: tqdm) -> list[float]:
+    def _start_global_rng(self) -> None:
+        """Seed torch's global RNG with ``config.seed``, or restore the loaded checkpoint's states."""
+        if self.global_rng is None:
+            torch.random.default_generator.manual_seed(self.config.seed)
+            for i in self._cuda_devices():
+                with torch.cuda.device(i):
+                    torch.cuda.manual_seed(self.config.seed)
+            return
+        for device, rng in self.global_rng.items():
+            if device == "cpu":
+                torch.set_rng_state(rng)
+            else:
+                torch.cuda.set_rng_state(rng, device)
+
+    def _log(self, row: dict, board) -> None:
+        self.rows.append(row)
+        write_text(self.metrics_path, metrics_csv(self.rows))
+        board.add_scalar("train/loss", row["loss"], row["step"])
+        board.add_scalar("train/lr", row["lr"], row["step"])
+
+    def _log_window(self, rows: list[dict], window: list[float], lr: float, start: float, bar: tqdm,
+                    board) -> list[float]:
         """Log the mean loss of ``window`` (when it has any) and return an empty window."""
         if window:
             row = {"step": self.step, "loss": sum(window) / len(window), "lr": lr,
                    "seconds": round(time.perf_counter() - start, 2)}
             rows.append(row)
-            self._log(row)
+            self._log(row, board)
             bar.set_postfix(loss=f"{row['loss']:.4f}")
         return []
 
     def run(self, resume: bool = False, progress: bool = True) -> list[dict]:
-        """Train until ``config.steps`` (or ``config.max_seconds``); returns the logged rows (step, loss, lr,
-        seconds)."""
+        """Train until ``config.steps`` (or ``config.max_seconds``); returns the rows logged by this run (step,
+        loss, lr, seconds)."""
+        from torch.utils.tensorboard import SummaryWriter
+
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        if resume and self.checkpoint_dir.exists():
-            self.load_checkpoint()
+        if resume:
+            remove_temps(self.metrics_path)
+            recover_dir(self.checkpoint_dir)
+            if self.checkpoint_dir.exists():
+                self.load_checkpoint()
+                write_text(self.metrics_path, metrics_csv(self.rows))
+        # purge_step: TensorBoard hides the rows a killed run logged after the checkpoint
+        board = SummaryWriter(str(self.out_dir / "tensorboard"), purge_step=self.step + 1)
+        with torch.random.fork_rng(devices=self._cuda_devices()), board:
+            self._start_global_rng()
+            return self._train(board, progress)
+
+    def _train(self, board, progress: bool) -> list[dict]:
         rows, window, start, lr = [], [], time.perf_counter(), self.config.lr
         bar = tqdm(total=self.config.steps, initial=self.step, disable=not progress, desc="train")
         self.module.train()
@@ -145,7 +210,7 @@ class Trainer:
         while self.step < self.config.steps:
             time_used = 0.0 if limit is None else (time.perf_counter() - start) / limit
             if time_used >= 1.0:
-                self._log_window(rows, window, lr, start, bar)
+                self._log_window(rows, window, lr, start, bar, board)
                 self.save_checkpoint()
                 break
             lr = learning_rate(self.step, self.config, time_used)
@@ -164,19 +229,49 @@ class Trainer:
             window.append(loss.item())
             bar.update(1)
             if self.step % self.config.log_every == 0 or self.step == self.config.steps:
-                window = self._log_window(rows, window, lr, start, bar)
+                window = self._log_window(rows, window, lr, start, bar, board)
             if self.step % self.config.checkpoint_every == 0 or self.step == self.config.steps:
                 self.save_checkpoint()
         bar.close()
         self.module.eval()
+        self.global_rng = self._global_rng_states()  # a later run() of this trainer continues the stream
         return rows
+
+
+def _read(path: Path, reader: Callable[[Path], object]):
+    """``reader(path)``; any failure becomes a ValueError naming the file."""
+    try:
+        return reader(path)
+    except Exception as error:  # missing, truncated or foreign files raise many types
+        raise ValueError(f"{path}: cannot resume from this checkpoint ({type(error).__name__}: {error})") from error
+
+
+def _check_state(state: dict) -> dict:
+    missing = [key for key in ("step", "generator") if key not in state]
+    if missing:
+        raise KeyError(f"state lacks {missing}")
+    return state
+
+
+def metrics_csv(rows: list[dict]) -> str:
+    """The metrics log as CSV text (header and one line per row)."""
+    buffer = io.StringIO(newline="")
+    writer = csv.DictWriter(buffer, fieldnames=METRICS_FIELDS)
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def read_metrics(path: str | Path) -> list[dict]:
+    """The rows of a metrics log (numbers as floats, ``step`` as int)."""
+    with Path(path).open(newline="") as handle:
+        return [{k: int(v) if k == "step" else float(v) for k, v in row.items()} for row in csv.DictReader(handle)]
 
 
 def log_summary(out_dir: str | Path) -> dict:
     """Steps, first and final logged loss and training seconds over all runs (resumes included) of the metrics
     log in ``out_dir``; each run's ``seconds`` restart at 0, so the summary adds up every run's last value."""
-    with (Path(out_dir) / "metrics.csv").open(newline="") as handle:
-        rows = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(handle)]
+    rows = read_metrics(Path(out_dir) / "metrics.csv")
     if not rows:
         raise ValueError(f"{out_dir}/metrics.csv has no rows")
     seconds = sum(a["seconds"] for a, b in zip(rows, rows[1:]) if b["seconds"] < a["seconds"]) + rows[-1]["seconds"]

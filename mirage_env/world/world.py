@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from mirage_env.atomic import atomic_file
 from mirage_env.config_checks import check_bool, check_choice, check_int, check_number, check_size
 from mirage_env.geometry.camera import backproject_depth, intrinsics_from_fov, scale_intrinsics
 from mirage_env.geometry.checks import check_float, check_intrinsics, check_poses, check_shape
@@ -462,8 +463,11 @@ class World:
                                      KeyframeStore.from_state_dict(state["keyframes"]), provider)
 
     def save(self, index: int, path: str | Path) -> None:
-        """Write world ``index`` to ``path`` (torch.save of :meth:`state_dict`; tensors, lists and ints only)."""
-        torch.save(self.state_dict(index), path)
+        """Write world ``index`` to ``path`` atomically (torch.save of :meth:`state_dict`; tensors, lists and ints
+        only)."""
+        state = self.state_dict(index)
+        with atomic_file(path) as temp:
+            torch.save(state, temp)
 
     def load(self, index: int, path: str | Path, depth: DepthProvider | None = None) -> None:
         """Restore world ``index`` from a file written by :meth:`save`."""
