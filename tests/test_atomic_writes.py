@@ -212,7 +212,7 @@ def test_save_pretrained_replaces_its_parts_and_keeps_the_text_encoder(tmp_path)
     for part, file in (("text_encoder", "config.json"), ("lora", "stale.safetensors")):
         (folder / part).mkdir(parents=True)
         (folder / part / file).write_text("{}")
-    from_preset("tiny", seed=3, random_init=True).save_pretrained(folder)
+    from_preset("tiny", model_seed=3, random_weights=True).save_pretrained(folder)
     assert (folder / "text_encoder" / "config.json").read_text() == "{}"
     assert not (folder / "lora" / "stale.safetensors").exists() and (folder / "transformer" / "config.json").exists()
     assert leftovers(tmp_path) == [] and leftovers(folder) == []
@@ -222,7 +222,7 @@ def test_export_failure_keeps_the_previous_export(tmp_path, monkeypatch):
     from mirage_env.models import from_preset
     from mirage_env.train import export
 
-    model = from_preset("tiny", seed=3, random_init=True)
+    model = from_preset("tiny", model_seed=3, random_weights=True)
     model.save_pretrained(tmp_path / "full")
     export.export_weights(tmp_path / "full", tmp_path / "half")
     before = {p.relative_to(tmp_path): p.read_bytes() for p in (tmp_path / "half").rglob("*") if p.is_file()}

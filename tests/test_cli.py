@@ -57,7 +57,7 @@ def test_memory_demo_and_train_check_out_first(workdir, capsys, monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("work started before --out was checked")
 
-    monkeypatch.setattr("mirage_env.memory_demo.Scene.sample", refuse)
+    monkeypatch.setattr("mirage_env.memory_demo.sample_scene", refuse)
     monkeypatch.setattr("mirage_env.train.recipes.run_recipe", refuse)
     assert "'file' is a file, not a folder" in error_of(["memory-demo", "--out", "file/demo.gif"], capsys)
     assert "'file': a file of that name exists" in error_of(["train", "vae", "--out", "file"], capsys)

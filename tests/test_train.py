@@ -276,7 +276,7 @@ def test_a_crashed_lora_stage_resumes_to_the_same_weights(segment_pool, tmp_path
     from mirage_env.train.stages import prepare_stage
 
     def lora_trainer(out, crash_at=None):
-        model = from_preset("tiny", seed=0, random_init=True)
+        model = from_preset("tiny", model_seed=0, random_weights=True)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)  # LoRA's initial weights
             prepare_stage(model, "lora")

@@ -56,19 +56,24 @@ class Obstacles(Protocol):
     def segment_is_free(self, p0, p1, radius: float) -> bool: ...
 
 
-def pan_path(scene: Obstacles, start: torch.Tensor, steps: int) -> torch.Tensor:
-    """Turn right while walking forward where ``scene`` allows it, then come back the same way.
+def walk_path(scene: Obstacles, start: torch.Tensor, steps: int, forward_m: float, yaw_deg: float,
+              radius: float = 0.2) -> torch.Tensor:
+    """``steps`` poses after ``start`` (``steps + 1`` in all), each ``forward_m`` forward and ``yaw_deg`` right of
+    the last, or only the turn where a ``radius`` ball could not make the move in ``scene``."""
+    turn = math.radians(yaw_deg)
+    poses = [start.to(torch.float64)]
+    for _ in range(steps):
+        forward = from_velocities(poses[-1], torch.tensor([[0.0, 0.0, forward_m, turn, 0.0, 0.0]]))[-1]
+        if not scene.segment_is_free(poses[-1][:3, 3].numpy(), forward[:3, 3].numpy(), radius):
+            forward = from_velocities(poses[-1], torch.tensor([[0.0, 0.0, 0.0, turn, 0.0, 0.0]]))[-1]
+        poses.append(forward)
+    return torch.stack(poses)
 
-    ``steps // 2`` outbound poses after ``start`` (0.08 m forward and 6 degrees right each, or only the turn where a
-    0.2 m ball could not make the move), then :func:`loop_and_return`.
-    """
-    outbound = [start]
-    for _ in range(steps // 2):
-        forward = from_velocities(outbound[-1], torch.tensor([[0.0, 0.0, 0.08, math.radians(6.0), 0.0, 0.0]]))[-1]
-        if not scene.segment_is_free(outbound[-1][:3, 3].numpy(), forward[:3, 3].numpy(), 0.2):
-            forward = from_velocities(outbound[-1], torch.tensor([[0.0, 0.0, 0.0, math.radians(6.0), 0.0, 0.0]]))[-1]
-        outbound.append(forward)
-    return loop_and_return(torch.stack(outbound))
+
+def pan_path(scene: Obstacles, start: torch.Tensor, steps: int) -> torch.Tensor:
+    """Turn right while walking forward where ``scene`` allows it, then come back the same way: ``steps // 2``
+    poses of :func:`walk_path` (0.08 m and 6 degrees each, a 0.2 m ball), then :func:`loop_and_return`."""
+    return loop_and_return(walk_path(scene, start, steps // 2, 0.08, 6.0))
 
 
 def loop_and_return(outbound: torch.Tensor) -> torch.Tensor:
