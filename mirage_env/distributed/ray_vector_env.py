@@ -31,7 +31,7 @@ from ray.actor import ActorHandle
 from mirage_env.distributed.actor import default_num_gpus, start_world_actors
 from mirage_env.distributed.batches import env_ranges, merge_infos
 from mirage_env.envs.actions import make_actions
-from mirage_env.envs.core import EnvConfig
+from mirage_env.envs.core import EnvConfig, check_render_mode
 from mirage_env.envs.starts import check_reset_options
 from mirage_env.envs.vector_env import check_vector_arguments, env_seeds, parse_reset_mask
 from mirage_env.models import WorldModel

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 from pathlib import Path
 
 import torch
@@ -59,12 +60,14 @@ def train_vae(out: Path, steps: int, seed: int = 0, resume: bool = False, progre
     if workers is not None:
         pool.fill(workers)
         images.fill(workers)
+        log(f"VAE data: {pool.size} clips and {images.size} frames rendered")
         if prefetch is not None:
             workers.run_async(prefetch[0], range(prefetch[1]))
     model = VaeWithCritic(vae, critic).to(device)
     config = TrainConfig(steps=steps, lr=lr, seed=seed, warmup=min(100, steps // 10 + 1), max_seconds=max_seconds)
     loss = vae_loss_fn(model, pool, data, images)
     Trainer(model, loss, config, out / "vae_run").run(resume=resume, progress=progress)
+    log("VAE trained")
     vae.eval()
     set_latent_statistics(vae, pool)
     frames = held_out_video(held_out, seed=seed + 1)
@@ -91,6 +94,7 @@ def train_world_model(out: Path, vae_dir: Path, steps: dict[str, int], seed: int
     pool = SegmentPool(model, data, WorldConfig(), seed, clips)
     if workers is not None:
         pool.fill(workers, vae_dir)
+        log(f"segment pool: {data.pool} teacher-forced samples")
     summary = {}
     for stage, count in steps.items():
         if count <= 0:
@@ -99,6 +103,7 @@ def train_world_model(out: Path, vae_dir: Path, steps: dict[str, int], seed: int
         config = TrainConfig(steps=count, lr=lr, seed=seed, warmup=min(100, count // 10 + 1), precision=precision,
                              max_seconds=(max_seconds or {}).get(stage))
         Trainer(model, flow_loss_fn(model, pool), config, out / f"{stage}_run").run(resume, progress)
+        log(f"stage {stage} trained")
         summary[stage] = log_summary(out / f"{stage}_run")
         model.save_pretrained(out / "stages" / stage)  # what a later stage's failure cannot take away
     model.requires_grad_(False)
@@ -145,6 +150,11 @@ def run_recipe(args: argparse.Namespace) -> dict:
                                              precision=args.precision))
     print(json.dumps(summary, indent=2))
     return summary
+
+
+def log(message: str) -> None:
+    """A progress line with the wall-clock time (unbuffered: a killed run's log shows how far it came)."""
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
 def _given(**options) -> dict:

@@ -6,8 +6,9 @@ frames) along one-way camera walks. (The walks must not return: a 5-frame clip t
 it started, and the VAE then learns to decode a latent's frames from the first frame instead of from the latent.)
 Loss: L1 + MSE on the reconstruction, L1 on its spatial gradients (edges), a small KL term and, from step
 ``adversarial_start`` on, a PatchGAN critic's hinge loss with the adaptive weight of latent-diffusion autoencoders
-(:mod:`mirage_env.train.discriminator`). Training and held-out clips come from disjoint scene seeds. After training, ``latents_mean`` / ``latents_std`` are measured on
-training clips and written into the VAE config, so the world model sees normalised latents as with Wan2.2.
+(:mod:`mirage_env.train.discriminator`). Training and held-out clips come from disjoint scene seeds. After
+training, ``latents_mean`` / ``latents_std`` are measured on training clips and written into the VAE config, so the
+world model sees normalised latents as with Wan2.2.
 """
 
 from __future__ import annotations
@@ -134,7 +135,8 @@ def vae_loss_fn(model: VaeWithCritic, pool: ClipPool, data: VaeData, images: Cli
 def reconstruct(vae: AutoencoderKLWan, video: torch.Tensor, batch_size: int = 8) -> torch.Tensor:
     """``video`` [N, 3, T, H, W] in [-1, 1] through the VAE (posterior mode), as uint8 frames [N, T, H, W, 3]."""
     device = next(vae.parameters()).device
-    out = [vae.decode(vae.encode(chunk.to(device)).latent_dist.mode()).sample.cpu() for chunk in video.split(batch_size)]
+    out = [vae.decode(vae.encode(chunk.to(device)).latent_dist.mode()).sample.cpu()
+           for chunk in video.split(batch_size)]
     return to_uint8(torch.cat(out).transpose(1, 2))
 
 
