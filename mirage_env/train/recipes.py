@@ -116,6 +116,8 @@ def run_recipe(args: argparse.Namespace) -> dict:
     """Run the recipe named by ``mirage-env train`` arguments; prints and returns the summary."""
     summary = {}
     clips = None
+    if args.vae is not None and not (args.vae / "config.json").is_file():  # a local folder, never a Hub id
+        raise FileNotFoundError(f"--vae {args.vae}: no trained VAE there (expected {args.vae / 'config.json'})")
     if args.data is not None:  # checked before any training
         if args.recipe != "tiny":
             raise ValueError("--data trains the DiT, add-on and LoRA stages (recipe tiny); the VAE uses the simulator")
