@@ -72,10 +72,3 @@ class WorkerPool:
             self._pool.join()
             self._pool = None
 
-
-def render_clips(source: Callable[[int], Any], indices: Sequence[int], workers: int | WorkerPool) -> list[Any]:
-    """``[source(i) for i in indices]`` on ``workers`` processes (a count, or a running :class:`WorkerPool`)."""
-    if isinstance(workers, WorkerPool):
-        return workers.map(source, list(indices))
-    with WorkerPool(workers) as pool:
-        return pool.map(source, list(indices))

@@ -28,7 +28,7 @@ from mirage_env.train.discriminator import (
     generator_loss,
 )
 from mirage_env.metrics import psnr_per_image, sharpness_ratio
-from mirage_env.train.parallel import render_clips
+from mirage_env.train.parallel import WorkerPool
 from mirage_env.video import to_uint8
 
 HELD_OUT_FIRST_SCENE = 100_000
@@ -66,10 +66,10 @@ class ClipPool:
             self.clips[index] = SimulatorClips(self.config, self.seed)(index).frames
         return self.clips[index]
 
-    def fill(self, workers: int) -> None:
-        """Render every clip of the pool now, on ``workers`` processes."""
+    def fill(self, workers: WorkerPool) -> None:
+        """Render every clip of the pool now, on ``workers``."""
         missing = [i for i in range(self.size) if i not in self.clips]
-        clips = render_clips(SimulatorClips(self.config, self.seed), missing, workers)
+        clips = workers.map(SimulatorClips(self.config, self.seed), missing)
         self.clips.update((i, clip.frames) for i, clip in zip(missing, clips))
 
     def batch(self, generator: torch.Generator, batch_size: int) -> torch.Tensor:
