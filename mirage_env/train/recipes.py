@@ -23,11 +23,11 @@ from mirage_env.atomic import atomic_dir, write_text
 from mirage_env.models import from_preset
 from mirage_env.models.presets import build_vae, load_preset
 from mirage_env.models.wan import WanWorldModel
-from mirage_env.train.clips import ClipConfig, ClipSource, SimulatorClips
+from mirage_env.train.clips import ClipSource, SimulatorClips
 from mirage_env.train.discriminator import PatchDiscriminator
 from mirage_env.train.parallel import WorkerPool
 from mirage_env.train.real_data import RealClips
-from mirage_env.train.segments import SegmentData, SegmentPool, flow_loss_fn
+from mirage_env.train.segments import SegmentData, SegmentPool, flow_loss_fn, simulator_clips
 from mirage_env.train.stages import prepare_stage
 from mirage_env.train.trainer import TrainConfig, Trainer, log_summary
 from mirage_env.train.vae import (
@@ -128,8 +128,8 @@ def run_recipe(args: argparse.Namespace) -> dict:
     minutes = {stage: getattr(args, f"{stage}_minutes") for stage in ("vae", "dit", "addon", "lora")}
     with WorkerPool(args.workers) as workers:
         if clips is None and args.recipe == "tiny" and args.workers:  # the simulator renders ahead on the workers
-            clips = SimulatorClips(ClipConfig(WorldConfig().image_hw, segments.clip_frames(4), scenes=segments.scenes),
-                                   args.seed, cache_dir=args.out / "clip_cache")
+            clips = simulator_clips(segments, WorldConfig(), load_preset("tiny").temporal_stride, args.seed,
+                                    cache_dir=args.out / "clip_cache")
         vae_dir = args.vae
         if vae_dir is None:
             data = VaeData(image_steps=min(args.vae_image_steps, args.vae_steps),

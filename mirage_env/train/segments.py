@@ -79,6 +79,13 @@ def teacher_forced(model: WanWorldModel, clip: Clip, context: int, target: int,
     return segment_request(latents[:, :, :1], [condition]), latents
 
 
+def simulator_clips(data: SegmentData, world: WorldConfig, temporal_stride: int, seed: int,
+                    cache_dir: Path | None = None) -> SimulatorClips:
+    """The simulator clips a :class:`SegmentPool` cuts its entries from (optionally cached in ``cache_dir``)."""
+    config = ClipConfig(world.image_hw, data.clip_frames(temporal_stride), scenes=data.scenes)
+    return SimulatorClips(config, seed, cache_dir)
+
+
 def make_sample(model: WanWorldModel, clips: ClipSource, data: SegmentData, world: WorldConfig, seed: int,
                 index: int) -> tuple[SegmentRequest, torch.Tensor]:
     """Pool entry ``index``: a teacher-forced segment cut from ``clips(index)`` at a context length and target
@@ -125,7 +132,7 @@ class SegmentPool:
         self.model, self.data, self.world, self.seed = model, data, world, seed
         self.frames = data.clip_frames(model.temporal_stride)
         if clips is None:
-            clips = SimulatorClips(ClipConfig(world.image_hw, self.frames, scenes=data.scenes), seed)
+            clips = simulator_clips(data, world, model.temporal_stride, seed)
         self.clips = clips
         self.samples: dict[int, tuple[SegmentRequest, torch.Tensor]] = {}
 
