@@ -17,17 +17,14 @@ import time
 from pathlib import Path
 
 import torch
-from diffusers import AutoencoderKLWan
 
 from mirage_env.atomic import atomic_dir, write_text
-from mirage_env.models import from_preset
 from mirage_env.models.presets import build_vae, load_preset
-from mirage_env.models.wan import WanWorldModel
 from mirage_env.train.clips import ClipSource, SimulatorClips
 from mirage_env.train.discriminator import PatchDiscriminator
 from mirage_env.train.parallel import WorkerPool
 from mirage_env.train.real_data import RealClips
-from mirage_env.train.segments import SegmentData, SegmentPool, flow_loss_fn, simulator_clips
+from mirage_env.train.segments import SegmentData, SegmentPool, flow_loss_fn, model_on_vae, simulator_clips
 from mirage_env.train.stages import prepare_stage
 from mirage_env.train.trainer import TrainConfig, Trainer, log_summary
 from mirage_env.train.vae import (
@@ -88,9 +85,7 @@ def train_world_model(out: Path, vae_dir: Path, steps: dict[str, int], seed: int
                       max_seconds: dict[str, float] | None = None, precision: str = "fp32") -> dict:
     """Stages ``dit``, ``addon`` and ``lora`` of the tiny world model on top of a trained VAE, on ``clips``
     (default: the simulator). ``workers`` make the teacher-forced pool; ``max_seconds`` caps each stage's time."""
-    vae = AutoencoderKLWan.from_pretrained(vae_dir, local_files_only=True)
-    base = from_preset("tiny", model_seed=seed, random_weights=True)
-    model = WanWorldModel(base.preset, vae, base.transformer).to(device)
+    model = model_on_vae(vae_dir, "tiny", seed).to(device)
     pool = SegmentPool(model, data, WorldConfig(), seed, clips)
     if workers is not None:
         pool.fill(workers, vae_dir)
@@ -126,8 +121,9 @@ def run_recipe(args: argparse.Namespace) -> dict:
     segments = SegmentData(**_given(context_noise=args.context_noise, context_swap=args.context_swap, pool=args.pool,
                                     batch_size=args.batch_size, scenes=args.scenes))
     minutes = {stage: getattr(args, f"{stage}_minutes") for stage in ("vae", "dit", "addon", "lora")}
-    with WorkerPool(args.workers) as workers:
-        if clips is None and args.recipe == "tiny" and args.workers:  # the simulator renders ahead on the workers
+    with WorkerPool(args.workers) as pool:
+        workers = pool if args.workers else None  # without workers, data is made lazily in this process
+        if clips is None and args.recipe == "tiny" and workers is not None:  # rendered ahead on the workers
             clips = simulator_clips(segments, WorldConfig(), load_preset("tiny").temporal_stride, args.seed,
                                     cache_dir=args.out / "clip_cache")
         vae_dir = args.vae
@@ -139,7 +135,7 @@ def run_recipe(args: argparse.Namespace) -> dict:
                                     image_batch_size=args.vae_batch_size and 2 * args.vae_batch_size,
                                     image_pool=args.vae_pool and 2 * args.vae_pool))
             summary["vae"] = train_vae(args.out, args.vae_steps, args.seed, args.resume, data=data,
-                                       device=args.device, workers=workers if args.workers else None,
+                                       device=args.device, workers=workers,
                                        max_seconds=_seconds(minutes["vae"]),
                                        prefetch=None if clips is None else (clips, segments.pool))
             vae_dir = args.out / "vae"
@@ -148,7 +144,7 @@ def run_recipe(args: argparse.Namespace) -> dict:
             limits = {stage: _seconds(minutes[stage]) for stage in steps}
             summary.update(train_world_model(args.out, vae_dir, steps, args.seed, args.resume, data=segments,
                                              clips=clips, device=args.device,
-                                             workers=workers if args.workers else None, max_seconds=limits,
+                                             workers=workers, max_seconds=limits,
                                              precision=args.precision))
     print(json.dumps(summary, indent=2))
     return summary

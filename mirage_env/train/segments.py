@@ -17,9 +17,11 @@ from pathlib import Path
 
 import torch
 
+from diffusers import AutoencoderKLWan
+
 from mirage_env.models.interface import SegmentRequest
 from mirage_env.models.sampler import gaussian
-from mirage_env.models.wan import WanWorldModel
+from mirage_env.models.wan import WanWorldModel, from_preset
 from mirage_env.train.clips import Clip, ClipConfig, ClipSource, SimulatorClips
 from mirage_env.train.parallel import WorkerPool
 from mirage_env.video import to_unit
@@ -102,20 +104,25 @@ def make_sample(model: WanWorldModel, clips: ClipSource, data: SegmentData, worl
         return teacher_forced(model, clip, context, target, world)
 
 
+REQUEST_TENSORS = ("first_latent", "memory_features", "memory_mask", "preceding", "references")
+"""The fields of a :class:`SegmentRequest` a training sample carries (its ``context`` stays the null context)."""
+
 _worker_models: dict[str, WanWorldModel] = {}
+
+
+def model_on_vae(vae_dir: str | Path, preset: str = "tiny", model_seed: int = 0) -> WanWorldModel:
+    """A world model of ``preset`` with the trained VAE saved in ``vae_dir`` and random DiT and branch weights
+    drawn from ``model_seed`` (the start of the world model's training)."""
+    vae = AutoencoderKLWan.from_pretrained(vae_dir, local_files_only=True)
+    base = from_preset(preset, model_seed=model_seed, random_weights=True)
+    return WanWorldModel(base.preset, vae, base.transformer)
 
 
 def _sample_on_worker(job: tuple) -> tuple[SegmentRequest, torch.Tensor]:
     """:func:`make_sample` in a worker process, on a CPU copy of the world model's VAE (kept between jobs)."""
     vae_dir, preset, clips, data, world, seed, index = job
     if vae_dir not in _worker_models:
-        from diffusers import AutoencoderKLWan
-
-        from mirage_env.models.wan import from_preset
-
-        vae = AutoencoderKLWan.from_pretrained(vae_dir, local_files_only=True)
-        base = from_preset(preset, random_weights=True)
-        _worker_models[vae_dir] = WanWorldModel(base.preset, vae, base.transformer)
+        _worker_models[vae_dir] = model_on_vae(vae_dir, preset)
     return make_sample(_worker_models[vae_dir], clips, data, world, seed, index)
 
 
@@ -140,7 +147,7 @@ class SegmentPool:
         request, target = sample
         device = self.model.device
         moved = {name: None if getattr(request, name) is None else getattr(request, name).to(device)
-                 for name in ("first_latent", "memory_features", "memory_mask", "preceding", "references")}
+                 for name in REQUEST_TENSORS}
         self.samples[index] = (replace(request, **moved), target.to(device))
 
     def __getitem__(self, index: int) -> tuple[SegmentRequest, torch.Tensor]:
@@ -186,8 +193,7 @@ def batch_requests(requests: Sequence[SegmentRequest]) -> SegmentRequest:
         parts = [getattr(r, name) for r in requests]
         return None if parts[0] is None else torch.cat(parts)
 
-    return SegmentRequest(*(cat(name) for name in ("first_latent", "memory_features", "memory_mask", "preceding",
-                                                   "references")))
+    return SegmentRequest(**{name: cat(name) for name in REQUEST_TENSORS})
 
 
 def flow_loss_fn(model: WanWorldModel, pool: SegmentPool):
