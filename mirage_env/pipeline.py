@@ -270,11 +270,11 @@ def _pipeline_folder(name_or_path: str | os.PathLike, **hub: object) -> Path:
 
 
 def _tensor(name: str, value: object) -> torch.Tensor:
-    """An array or tensor argument as a tensor (arrays are not copied)."""
+    """An array or tensor argument as a CPU tensor (where the world keeps cameras and views)."""
     if isinstance(value, np.ndarray):
-        return torch.from_numpy(value)
+        return torch.from_numpy(np.ascontiguousarray(value))
     if isinstance(value, torch.Tensor):
-        return value
+        return value.cpu()
     raise TypeError(f"{name} must be a numpy array or torch.Tensor, got {type(value).__name__}")
 
 
