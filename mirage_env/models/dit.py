@@ -16,6 +16,16 @@ from torch import nn
 from mirage_env.models.addon import MemoryBranch
 
 
+def onload(module: nn.Module) -> None:
+    """Run the accelerate hook that diffusers' ``enable_model_cpu_offload`` puts on ``module`` (it moves the module to
+    the execution device and offloads the model before it in the pipeline's sequence). The hook wraps ``forward``,
+    which :class:`MirageTransformer` does not call on the DiT, so it runs it itself, as diffusers'
+    ``apply_forward_hook`` does for ``vae.encode`` / ``vae.decode``. Without a hook, nothing happens."""
+    hook = getattr(module, "_hf_hook", None)
+    if hook is not None and hasattr(hook, "pre_forward"):
+        hook.pre_forward(module)
+
+
 class MirageTransformer(nn.Module):
     """Wan DiT (``dit``, where LoRA goes) + memory branch (``branch``): velocity from latents and frame timesteps."""
 
@@ -33,6 +43,7 @@ class MirageTransformer(nn.Module):
         ``context`` [B, L, text_dim]; ``control`` [B, 2C, T, h, w] is the branch input, None skips the branch.
         """
         dit = self.dit
+        onload(dit)
         b, _, t, h, w = latents.shape
         _, p_h, p_w = dit.config.patch_size
         if h % p_h or w % p_w:

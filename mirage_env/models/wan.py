@@ -199,15 +199,20 @@ class WanWorldModel(nn.Module):
         """Write the layout :func:`from_preset` reads: transformer/, vae/, addon/ and lora/ when the DiT has LoRA.
         These four parts of ``weights_dir`` are replaced atomically (:func:`mirage_env.atomic.atomic_dir`; a stale
         lora/ goes); its other entries (text_encoder/, tokenizer/) stay."""
-        base = {k: v.detach().contiguous().cpu() for k, v in lora_ops.base_state_dict(self.dit).items()}
         with atomic_dir(weights_dir, parts=SAVED_PARTS) as root:
-            (root / "transformer").mkdir()
-            self.dit.save_config(root / "transformer")
-            save_file(base, str(root / "transformer" / DIFFUSERS_WEIGHTS))
-            self.vae.save_pretrained(root / "vae")
-            self.branch.save_pretrained(root / "addon")
-            if lora_ops.has_lora(self.dit):
-                lora_ops.save_lora(self.dit, root / "lora")
+            self.write_parts(root)
+
+    def write_parts(self, root: Path) -> None:
+        """Write the :data:`SAVED_PARTS` into the folder ``root`` (not atomically: callers write into a folder of
+        :func:`~mirage_env.atomic.atomic_dir`). ValueError if the LoRA is fused (the base weights are then lost)."""
+        base = {k: v.detach().contiguous().cpu() for k, v in lora_ops.base_state_dict(self.dit).items()}
+        (root / "transformer").mkdir()
+        self.dit.save_config(root / "transformer")
+        save_file(base, str(root / "transformer" / DIFFUSERS_WEIGHTS))
+        self.vae.save_pretrained(root / "vae")
+        self.branch.save_pretrained(root / "addon")
+        if lora_ops.has_lora(self.dit):
+            lora_ops.save_lora(self.dit, root / "lora")
 
 
 def _cast(module: nn.Module, dtype: torch.dtype) -> nn.Module:

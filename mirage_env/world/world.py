@@ -10,6 +10,7 @@ Latent i of a segment sits at the pose of its pixel frame ``4 i``.
 
 from __future__ import annotations
 
+import numbers
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -107,32 +108,38 @@ class InitialView:
     dynamic_mask: torch.Tensor | None = None
 
 
-def check_view(view: InitialView, hw: tuple[int, int] | None = None, name: str = "view") -> None:
+def check_view(view: InitialView, hw: tuple[int, int] | None = None, name: str = "view",
+               labels: dict[str, str] | None = None) -> None:
     """``view`` must be an :class:`InitialView` of consistent tensors (of frame size ``hw`` when given): image uint8
-    [H, W, 3], depth [H, W] without NaN or negative values, valid K [3, 3] and rigid c2w [4, 4], mask bool [H, W]."""
+    [H, W, 3], depth [H, W] without NaN or negative values, valid K [3, 3] and rigid c2w [4, 4], mask bool [H, W].
+    Messages name a field ``<name>.<field>``, or as ``labels`` says (e.g. ``{"K": "intrinsics"}``)."""
     if not isinstance(view, InitialView):
         raise TypeError(f"{name} must be a mirage_env.world.InitialView, got {type(view).__name__}")
+
+    def label(field_name: str) -> str:
+        return (labels or {}).get(field_name, f"{name}.{field_name}")
+
     image = view.image
     if not isinstance(image, torch.Tensor):
-        raise TypeError(f"{name}.image must be a torch.Tensor, got {type(image).__name__}")
+        raise TypeError(f"{label('image')} must be a torch.Tensor, got {type(image).__name__}")
     want = "[H, W, 3]" if hw is None else f"[{hw[0]}, {hw[1]}, 3]"
     if image.dtype != torch.uint8 or image.dim() != 3 or image.shape[2] != 3 or \
             (hw is not None and tuple(image.shape[:2]) != tuple(hw)):
-        raise ValueError(f"{name}.image must be uint8 {want}, got {image.dtype} {list(image.shape)}")
+        raise ValueError(f"{label('image')} must be uint8 {want}, got {image.dtype} {list(image.shape)}")
     h, w = image.shape[:2]
-    check_float(f"{name}.depth", view.depth)
-    check_shape(f"{name}.depth", view.depth, (h, w))
+    check_float(label("depth"), view.depth)
+    check_shape(label("depth"), view.depth, (h, w))
     if bool(torch.isnan(view.depth).any()) or bool((view.depth < 0).any()):
-        raise ValueError(f"{name}.depth contains NaN or negative values")
+        raise ValueError(f"{label('depth')} contains NaN or negative values")
     for field_name, x, shape in (("K", view.K, (3, 3)), ("c2w", view.c2w, (4, 4))):
-        check_float(f"{name}.{field_name}", x)
-        check_shape(f"{name}.{field_name}", x, shape)
-    check_intrinsics(view.K, f"{name}.K")
-    check_poses(view.c2w, f"{name}.c2w")
+        check_float(label(field_name), x)
+        check_shape(label(field_name), x, shape)
+    check_intrinsics(view.K, label("K"))
+    check_poses(view.c2w, label("c2w"))
     mask = view.dynamic_mask
     if mask is not None and (not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool
                              or tuple(mask.shape) != (h, w)):
-        raise ValueError(f"{name}.dynamic_mask must be a bool tensor [{h}, {w}]")
+        raise ValueError(f"{label('dynamic_mask')} must be a bool tensor [{h}, {w}]")
 
 
 @dataclass
@@ -261,18 +268,26 @@ class World:
         kind = AppendOnlyLatentMemory if self.config.memory == "append" else LatentSpatialMemory
         return kind(config, device)
 
-    def reset(self, index: int, view: InitialView, seed: int, depth: DepthProvider | None = None) -> None:
-        """Start world ``index`` from ``view`` with an empty memory and RNG ``seed``.
+    def reset(self, index: int, view: InitialView, seed: int | torch.Generator,
+              depth: DepthProvider | None = None) -> None:
+        """Start world ``index`` from ``view`` with an empty memory and RNG ``seed`` (a ``torch.Generator`` is used
+        as given and drawn from, as diffusers pipelines use theirs).
 
         ``depth`` gives depth for generated frames (default :class:`MemoryDepth`: the memory's z-buffer where
         covered, far fill in holes; use ``SimulatorDepth(scene)`` when the world is a simulated scene).
         """
         check_view(view, self.config.image_hw)
+        if isinstance(seed, torch.Generator):
+            generator = seed
+        elif isinstance(seed, numbers.Integral) and not isinstance(seed, bool):
+            generator = torch.Generator().manual_seed(int(seed))
+        else:
+            raise TypeError(f"seed must be an int or a torch.Generator, got {type(seed).__name__}")
         memory = self._new_memory()
         latent = self.model.encode(to_unit(view.image)[None, None])[0]  # [C, 1, h, w]
         K = view.K.to(torch.float64)
         pose = view.c2w.to(torch.float64)
-        state = _State(memory, K, pose, 0, torch.Generator().manual_seed(seed), latent, [latent[:, 0]], [0],
+        state = _State(memory, K, pose, 0, generator, latent, [latent[:, 0]], [0],
                        KeyframeStore(self.config.keyframes), depth or MemoryDepth())
         self._write(state, latent, view.depth[None].float(), pose[None],
                     None if view.dynamic_mask is None else view.dynamic_mask[None], frame_indices=[0],
