@@ -28,7 +28,7 @@ from mirage_env.models.convert import (
 from mirage_env.models.convert import layout
 from mirage_env.models.convert.placing import place
 from mirage_env.models.convert.reading import TensorFile, strip_prefixes
-from mirage_env.models.convert.wan_names import vae_name
+from mirage_env.models.convert.wan_names import dit_name, vae_name
 from mirage_env.models.loading import shipped_weights_dir
 from mirage_env.models.manifest import MANIFEST_FILE, verify_manifest
 from mirage_env.models.presets import build_transformer
@@ -275,14 +275,14 @@ def test_every_key_of_an_original_wan_folder_converts_and_loads(tmp_path, shards
     assert torch.equal(model.dit.blocks[1].attn2.to_k.weight, dit["blocks.1.attn2.to_k.weight"])
 
 
-def test_the_real_wan22_vae_layout_maps_onto_diffusers():
-    """The Wan2.2 VAE mapping (diffusers' installed converter covers Wan2.1 only) at the real preset's structure,
-    from shapes alone (meta device)."""
-    vae = load_preset("wan2.2-ti2v-5b").vae
+def test_the_real_presets_original_names_all_have_a_place():
+    """At the real preset's structure, from shapes alone (meta device): the original DiT names and the Wan2.2 VAE
+    names (diffusers' installed VAE converter covers the Wan2.1 layout only) fill the diffusers modules."""
+    real = load_preset("wan2.2-ti2v-5b")
     with torch.device("meta"):
-        expected = module_shapes(AutoencoderKLWan(**vae))
-    placed = place("real VAE", original_vae_shapes(vae), vae_name, expected)
-    assert sorted(placed.values()) == sorted(expected)
+        dit, vae = module_shapes(build_transformer(real)), module_shapes(AutoencoderKLWan(**real.vae))
+    assert sorted(place("DiT", {original_name(k): s for k, s in dit.items()}, dit_name, dit).values()) == sorted(dit)
+    assert sorted(place("VAE", original_vae_shapes(real.vae), vae_name, vae).values()) == sorted(vae)
 
 
 def test_converted_vace_branch_computes_the_release_hints(tmp_path):
