@@ -285,6 +285,18 @@ def test_the_real_presets_original_names_all_have_a_place():
     assert sorted(place("VAE", original_vae_shapes(real.vae), vae_name, vae).values()) == sorted(vae)
 
 
+def test_diffusers_installed_vae_converter_does_not_cover_the_wan22_layout():
+    """Why ``vae_name`` exists: diffusers' ``convert_wan_vae_to_diffusers`` (Wan2.1 layout) leaves Wan2.2 VAE
+    tensors without a place. Should diffusers learn the Wan2.2 layout, this fails and ``vae_name`` can go."""
+    from diffusers.loaders.single_file_utils import convert_wan_vae_to_diffusers
+
+    with torch.device("meta"):
+        expected = module_shapes(AutoencoderKLWan(**TINY.vae))
+    with pytest.raises(UnplacedTensorsError, match=r"encoder\.downsamples\.0\.downsamples\.0\.residual"):
+        place("VAE", original_vae_shapes(TINY.vae), lambda k: next(iter(convert_wan_vae_to_diffusers({k: None}))),
+              expected)
+
+
 def test_converted_vace_branch_computes_the_release_hints(tmp_path):
     state = release_vace()
     save_file(state, str(tmp_path / "step_0001000_vace.safetensors"))
@@ -398,6 +410,9 @@ def test_pickles_that_need_full_unpickling_are_refused(tmp_path):
 def test_lora_rank_and_wan_config_must_fit(tmp_path):
     save_file(release_lora(rank=4), str(tmp_path / "lora.safetensors"))
     _refused(tmp_path, ValueError, "lora_rank=8 but the factors", lora=tmp_path / "lora.safetensors", lora_rank=8)
+    save_file({"pipe.dit.blocks.0.norm3.lora_A.weight": torch.ones(4, DIM)}, str(tmp_path / "odd.safetensors"))
+    _refused(tmp_path / "c", UnplacedTensorsError, r"blocks\.0\.norm3\.lora_A\.weight",
+             lora=tmp_path / "odd.safetensors")
     write_original_wan(tmp_path / "wan")
     config = json.loads((tmp_path / "wan/config.json").read_text())
     (tmp_path / "wan/config.json").write_text(json.dumps(config | {"num_heads": 8}))

@@ -180,19 +180,21 @@ def _addon_part(path: Path, preset: Preset, report: ConversionReport) -> _Part:
 def _lora_part(path: Path, preset: Preset, alpha: float, rank: int | None) -> _Part:
     """lora/ from the release's LoRA checkpoint: rank from its factors, alpha given (the file does not hold it)."""
     source = TensorFile.open(path)
-    ranks = {shape[0] for name, shape in source.shapes.items() if name.endswith("lora_A.weight") and shape}
+    ranks = {shape[0] for name, shape in source.shapes.items() if name.endswith("lora_A.weight")}
     if len(ranks) != 1:
         raise ValueError(f"LoRA checkpoint {path}: expected lora_A factors of one rank, found ranks {sorted(ranks)}")
     (found_rank,) = ranks
     if rank is not None and rank != found_rank:
         raise ValueError(f"lora_rank={rank} but the factors in {path} have rank {found_rank}")
     targets = sorted({name.split(".", 2)[2].rsplit(".lora_", 1)[0] for name in map(lora_name, source.shapes)
-                      if name is not None})
+                      if name is not None})  # blocks.{i}.<target>.lora_{A,B}.weight
     settings = lora_ops.LoraSettings(rank=found_rank, alpha=alpha, dropout=preset.lora["dropout"],
                                      targets=tuple(targets))
-    dit = _on_meta(lambda: build_transformer(preset))
-    _on_meta(lambda: lora_ops.add_lora(dit, settings))
-    expected = lora_ops.adapter_shapes(dit)
+    expected: Shapes = {}
+    if targets:  # none: every tensor is unplaced, which place() reports
+        dit = _on_meta(lambda: build_transformer(preset))
+        _on_meta(lambda: lora_ops.add_lora(dit, settings))
+        expected = lora_ops.adapter_shapes(dit)
     placed = place(f"LoRA checkpoint {path}", source.shapes, lora_name, expected)
     return _Part("lora", settings.config(), {lora_ops.WEIGHTS_FILE: (source, placed)})
 
