@@ -160,6 +160,27 @@ def _train(args: argparse.Namespace) -> None:
     run_recipe(args)
 
 
+def _convert(args: argparse.Namespace) -> None:
+    from mirage_env.models.convert import convert_weights
+
+    report = convert_weights(args.out, preset=args.preset, wan=args.wan, vace=args.vace, lora=args.lora,
+                             lora_alpha=args.lora_alpha, lora_rank=args.lora_rank)
+    print(json.dumps(report.to_dict(), indent=2))
+
+
+def _add_convert(commands) -> None:
+    convert = commands.add_parser("convert", help="original Wan2.2 / Mirage release checkpoints -> a weights folder "
+                                                  "(see mirage_env.models.convert)")
+    convert.add_argument("out", type=Path, help="weights folder to write (its other parts are kept)")
+    convert.add_argument("--preset", default="wan2.2-ti2v-5b")
+    convert.add_argument("--wan", type=Path, help="original Wan2.2-TI2V-5B folder (DiT shards, Wan2.2_VAE.pth)")
+    convert.add_argument("--vace", type=Path, help="the release's step_NNNNNNN_vace.safetensors")
+    convert.add_argument("--lora", type=Path, help="the release's step_NNNNNNN_lora.safetensors")
+    convert.add_argument("--lora-alpha", type=float, default=32.0, help="LoRA alpha (the file does not hold it)")
+    convert.add_argument("--lora-rank", type=int, help="expected LoRA rank (default: read from the file)")
+    convert.set_defaults(run=_convert)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mirage-env", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -225,6 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--resume", action="store_true", help="continue from the checkpoints under --out")
     train.set_defaults(run=_train)
+    _add_convert(commands)
     return parser
 
 

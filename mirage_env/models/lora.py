@@ -112,6 +112,12 @@ def load_lora(model: nn.Module, directory: str | Path) -> None:
                          f"unexpected {result.unexpected_keys[:5]}, missing {missing[:5]}")
 
 
+def adapter_shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:
+    """Names and shapes of the adapter's tensors as :func:`save_lora` writes them (works on the meta device)."""
+    _require(model)
+    return {k: tuple(v.shape) for k, v in get_peft_model_state_dict(model, adapter_name=ADAPTER).items()}
+
+
 def base_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """The model's own weights without adapters, under their original names (for saving the base model)."""
     if any(layer.merged for layer in _layers(model)):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 from diffusers import AutoencoderKLWan, WanTransformer3DModel
-from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model
+from peft import LoraConfig, inject_adapter_in_model
 from safetensors import SafetensorError, safe_open
 from torch import nn
 
@@ -102,8 +102,7 @@ def check_weight_files(root: Path, present: set[str], preset: Preset) -> None:
     if "lora" in present:
         adapter = LoraConfig.from_pretrained(str(root / "lora"))
         _on_meta(lambda: inject_adapter_in_model(adapter, dit, adapter_name=lora_ops.ADAPTER))
-        expected = {k: tuple(v.shape) for k, v in get_peft_model_state_dict(dit, adapter_name=lora_ops.ADAPTER).items()}
-        check_shapes(*_found(root / "lora", lora_ops.WEIGHTS_FILE), expected)
+        check_shapes(*_found(root / "lora", lora_ops.WEIGHTS_FILE), lora_ops.adapter_shapes(dit))
 
 
 def _found(folder: Path, weights: str) -> tuple[str, Shapes]:
