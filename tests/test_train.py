@@ -8,7 +8,7 @@ import torch
 
 from mirage_env.models.presets import build_vae, load_preset
 from mirage_env.train import ClipConfig, TrainConfig, Trainer, sample_clip
-from mirage_env.train.trainer import read_metrics
+from mirage_env.train.trainer import Shard, read_metrics
 from mirage_env.train.vae import (
     ClipPool,
     VaeData,
@@ -44,7 +44,7 @@ class Quadratic(torch.nn.Module):
 
 
 def quadratic_loss(module):
-    def loss(step, generator):
+    def loss(step, generator, shard):
         target = torch.linspace(-1, 1, 8) + 0.01 * torch.randn(8, generator=generator)
         return (module.w - target).pow(2).sum()
     return loss
@@ -70,10 +70,10 @@ def test_resume_after_a_crash_continues_exactly(tmp_path):
 
     crashed = Quadratic()
 
-    def crash_at_step_8(step, generator):
+    def crash_at_step_8(step, generator, shard):
         if step == 8:
             raise KeyboardInterrupt
-        return quadratic_loss(crashed)(step, generator)
+        return quadratic_loss(crashed)(step, generator, shard)
 
     with pytest.raises(KeyboardInterrupt):
         Trainer(crashed, crash_at_step_8, config, tmp_path / "b").run(progress=False)
@@ -109,7 +109,7 @@ def test_a_checkpoint_of_another_shape_is_refused_before_loading(tmp_path):
     other = Quadratic()
     other.w = torch.nn.Parameter(torch.zeros(9))
     with pytest.raises(ValueError, match=r"\['w'\] have other shapes"):
-        Trainer(other, lambda step, generator: other.w.sum(), TrainConfig(steps=4), tmp_path).load_checkpoint()
+        Trainer(other, lambda step, generator, shard: other.w.sum(), TrainConfig(steps=4), tmp_path).load_checkpoint()
     assert torch.equal(other.w, torch.zeros(9))
 
 
@@ -165,8 +165,8 @@ def test_the_patch_critic_trains_beside_the_vae_on_its_own_objective(tmp_path):
     pool = ClipPool(ClipConfig(frames=5, scenes=2), data.pool, seed=0)
     critic_before = [p.clone() for p in model.critic.parameters()]
     loss = vae_loss_fn(model, pool, data)
-    reconstruction_only = loss(0, torch.Generator().manual_seed(1))  # before adversarial_start: no critic term
-    total = loss(1, torch.Generator().manual_seed(1))
+    reconstruction_only = loss(0, torch.Generator().manual_seed(1), Shard())  # before adversarial_start: no critic
+    total = loss(1, torch.Generator().manual_seed(1), Shard())
     assert total.item() != reconstruction_only.item()
     Trainer(model, loss, TrainConfig(steps=3, lr=1e-3, warmup=1), tmp_path).run(progress=False)
     assert any(not torch.equal(a, b) for a, b in zip(critic_before, model.critic.parameters()))
@@ -224,7 +224,7 @@ def test_a_batch_shares_shapes_and_a_swap_shows_another_entrys_first_latent_with
     shown = []
 
     class Recorder:
-        def training_loss(self, request, target, generator):
+        def training_loss(self, request, target, generator, batch_rows=None):
             shown.append((request, target))
             return torch.zeros(())
 
@@ -236,7 +236,7 @@ def test_a_batch_shares_shapes_and_a_swap_shows_another_entrys_first_latent_with
         pool.samples[i + 3] = (replace(request, first_latent=request.first_latent + 1), target + 1)
     loss = flow_loss_fn(Recorder(), pool)
     for step in range(4):
-        loss(step, torch.Generator().manual_seed(step))
+        loss(step, torch.Generator().manual_seed(step), Shard())
     entries = [pool[i] for i in range(swapping.pool)]
     for request, target in shown:
         for row in range(target.shape[0]):
@@ -282,10 +282,10 @@ def test_a_crashed_lora_stage_resumes_to_the_same_weights(segment_pool, tmp_path
             prepare_stage(model, "lora")
         loss = flow_loss_fn(model, segment_pool)
 
-        def maybe_crash(step, generator):
+        def maybe_crash(step, generator, shard):
             if step == crash_at:
                 raise KeyboardInterrupt
-            return loss(step, generator)
+            return loss(step, generator, shard)
 
         return Trainer(model, maybe_crash, TrainConfig(steps=4, lr=3e-3, warmup=1, checkpoint_every=2), out)
 
