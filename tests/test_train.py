@@ -298,6 +298,65 @@ def test_a_crashed_lora_stage_resumes_to_the_same_weights(segment_pool, tmp_path
     assert all(torch.equal(p, resumed.params[n]) for n, p in straight.params.items())
 
 
+def _gradients(model, loss, shards):
+    """Mean over ``shards`` of each shard's loss gradient, every shard from the same generator state; and the
+    generator states after each shard."""
+    model.zero_grad(set_to_none=True)
+    ends = []
+    for shard in shards:
+        generator = torch.Generator().manual_seed(5)
+        loss(0, generator, shard).backward()
+        ends.append(generator.get_state())
+    assert all(torch.equal(end, ends[0]) for end in ends)  # every shard draws the whole batch
+    return {n: p.grad / len(shards) for n, p in model.named_parameters() if p.requires_grad}, ends[0]
+
+
+def test_the_shards_of_a_flow_matching_batch_average_to_the_whole_batch(segment_pool):
+    from mirage_env.models import from_preset
+    from mirage_env.train.segments import flow_loss_fn
+    from mirage_env.train.stages import prepare_stage
+
+    model = from_preset("tiny", model_seed=0, random_weights=True)
+    prepare_stage(model, "dit")
+    loss = flow_loss_fn(model, segment_pool)
+    whole, end = _gradients(model, loss, [Shard()])
+    halves, halves_end = _gradients(model, loss, [Shard(0, 2), Shard(1, 2)])
+    assert torch.equal(end, halves_end)
+    for name, grad in whole.items():
+        torch.testing.assert_close(halves[name], grad, rtol=1e-4, atol=1e-6)
+
+
+def test_the_shards_of_a_vae_batch_average_to_the_whole_batch():
+    torch.manual_seed(0)
+    model = VaeWithCritic(build_vae(load_preset("tiny")))
+    data = VaeData(frames=5, pool=2, batch_size=2)
+    loss = vae_loss_fn(model, ClipPool(ClipConfig(frames=5, scenes=2), data.pool, seed=0), data)
+    whole, _ = _gradients(model, loss, [Shard()])
+    halves, _ = _gradients(model, loss, [Shard(0, 2), Shard(1, 2)])
+    for name, grad in whole.items():
+        torch.testing.assert_close(halves[name], grad, rtol=1e-4, atol=1e-6)
+
+
+def test_gradient_checkpointing_recomputes_the_blocks_and_keeps_the_gradients(segment_pool):
+    from mirage_env.models import from_preset
+    from mirage_env.train.segments import flow_loss_fn
+    from mirage_env.train.stages import enable_gradient_checkpointing, prepare_stage
+
+    model = from_preset("tiny", model_seed=0, random_weights=True)
+    prepare_stage(model, "dit")
+    loss = flow_loss_fn(model, segment_pool)
+    calls = []
+    for block in (model.dit.blocks[0], model.branch.blocks[0]):
+        block.register_forward_pre_hook(lambda module, args: calls.append(module))
+    plain, _ = _gradients(model, loss, [Shard()])
+    assert len(calls) == 2
+    enable_gradient_checkpointing(model)
+    checkpointed, _ = _gradients(model, loss, [Shard()])
+    assert len(calls) == 6  # each block ran again in the backward pass
+    for name, grad in plain.items():
+        torch.testing.assert_close(checkpointed[name], grad, rtol=1e-5, atol=1e-7)
+
+
 def test_export_halves_storage_and_loads_back_at_float32(tmp_path):
     from mirage_env.models import from_preset
     from mirage_env.train.export import export_weights

@@ -87,16 +87,18 @@ class LossModule(nn.Module):
         return self.loss_fn(step, generator, shard)
 
 
-def training_accelerator(precision: str, gradient_accumulation: int, cpu: bool) -> Accelerator:
+def training_accelerator(precision: str, cpu: bool) -> Accelerator:
     """This process's ``Accelerator`` (process group and device from ``accelerate launch``, or one process).
 
     accelerate keeps one state per process: a trainer at another precision than the previous one (the recipe
     trains the VAE at fp32 and the world model at ``--precision``) starts that state afresh; the process group
-    stays. DDP looks for unused parameters: the VAE's critic idles before ``adversarial_start``."""
+    stays. Its gradient-accumulation count is shared by all accelerators of the process too, so the trainer
+    divides its losses itself. DDP looks for unused parameters: the VAE's critic idles before
+    ``adversarial_start``."""
     mixed_precision = PRECISIONS[precision]
     if AcceleratorState._shared_state.get("_mixed_precision", mixed_precision) != mixed_precision:
         AcceleratorState._reset_state()
-    return Accelerator(cpu=cpu, mixed_precision=mixed_precision, gradient_accumulation_steps=gradient_accumulation,
+    return Accelerator(cpu=cpu, mixed_precision=mixed_precision,
                        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
 
 
@@ -156,7 +158,7 @@ class Trainer:
             if p.dtype != torch.float32:
                 raise ValueError(f"trainable parameter {name} is {p.dtype}; master weights must be float32")
         device = next(iter(self.params.values())).device
-        self.accelerator = training_accelerator(config.precision, config.gradient_accumulation, device.type == "cpu")
+        self.accelerator = training_accelerator(config.precision, device.type == "cpu")
         if self.accelerator.distributed_type not in DATA_PARALLEL:
             raise ValueError(f"accelerate runs {self.accelerator.distributed_type}; the trainer's checkpoints need "
                              "every process to hold all parameters (one process, DDP)")
@@ -334,7 +336,7 @@ class Trainer:
             syncing = micro == accumulation - 1
             with contextlib.nullcontext() if syncing else self.accelerator.no_sync(self.loss_module):
                 loss = self.loss_module(self.step, self.generator, Shard(first_shard + micro, shards))
-                self.accelerator.backward(loss)
+                self.accelerator.backward(loss / accumulation)
             total = total + loss.detach()
         return self.accelerator.reduce(total / accumulation, "mean")
 
