@@ -84,6 +84,8 @@ def test_a_batch_that_does_not_split_into_shards_is_refused():
     assert Shard(1, 4).rows(8) == slice(2, 4)
     with pytest.raises(ValueError, match="does not split into 3 equal shards"):
         Shard(0, 3).rows(8)
+    with pytest.raises(ValueError, match="index must be in"):
+        Shard(2, 2)
     with pytest.raises(ValueError, match="gradient_accumulation must be >= 1"):
         TrainConfig(steps=1, gradient_accumulation=0)
 

@@ -59,6 +59,10 @@ class Shard:
     index: int = 0
     count: int = 1
 
+    def __post_init__(self) -> None:
+        if not 0 <= self.index < self.count:
+            raise ValueError(f"a shard's index must be in [0, count), got index {self.index} of {self.count}")
+
     def rows(self, batch_size: int) -> slice:
         """The rows of this shard in a global batch of ``batch_size``; raises ValueError unless it splits evenly."""
         if batch_size % self.count:
