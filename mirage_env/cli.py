@@ -241,7 +241,12 @@ def build_parser() -> argparse.ArgumentParser:
     for stage in ("vae", "dit", "addon", "lora"):
         train.add_argument(f"--{stage}-minutes", type=float, help=f"time limit of the {stage} stage")
     train.add_argument("--device", default="cpu", help="where to train (cpu, cuda)")
-    train.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="world-model autocast")
+    train.add_argument("--precision", choices=("fp32", "bf16", "fp16"),
+                       help="world-model mixed precision (default: accelerate launch's --mixed_precision, else fp32)")
+    train.add_argument("--gradient-accumulation", type=int, default=1,
+                       help="forward passes per step and process (each on its shard of the batch)")
+    train.add_argument("--gradient-checkpointing", action="store_true",
+                       help="recompute the DiT and branch blocks in backward (less memory)")
     train.add_argument("--workers", type=int, default=0, help="processes that render and prepare training data")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--resume", action="store_true", help="continue from the checkpoints under --out")

@@ -51,7 +51,7 @@ class Noisy(torch.nn.Module):
 def tiny_trainer(out_dir: Path, steps: int = 6) -> Trainer:
     module = Noisy()
 
-    def loss(step, generator):
+    def loss(step, generator, shard):
         target = torch.linspace(-1, 1, 8) + 0.1 * torch.randn(8, generator=generator)
         return (module.dropout(module.w) - target).pow(2).sum()
 

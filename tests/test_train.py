@@ -8,7 +8,7 @@ import torch
 
 from mirage_env.models.presets import build_vae, load_preset
 from mirage_env.train import ClipConfig, TrainConfig, Trainer, sample_clip
-from mirage_env.train.trainer import read_metrics
+from mirage_env.train.trainer import Shard, read_metrics
 from mirage_env.train.vae import (
     ClipPool,
     VaeData,
@@ -44,7 +44,7 @@ class Quadratic(torch.nn.Module):
 
 
 def quadratic_loss(module):
-    def loss(step, generator):
+    def loss(step, generator, shard):
         target = torch.linspace(-1, 1, 8) + 0.01 * torch.randn(8, generator=generator)
         return (module.w - target).pow(2).sum()
     return loss
@@ -70,10 +70,10 @@ def test_resume_after_a_crash_continues_exactly(tmp_path):
 
     crashed = Quadratic()
 
-    def crash_at_step_8(step, generator):
+    def crash_at_step_8(step, generator, shard):
         if step == 8:
             raise KeyboardInterrupt
-        return quadratic_loss(crashed)(step, generator)
+        return quadratic_loss(crashed)(step, generator, shard)
 
     with pytest.raises(KeyboardInterrupt):
         Trainer(crashed, crash_at_step_8, config, tmp_path / "b").run(progress=False)
@@ -109,7 +109,7 @@ def test_a_checkpoint_of_another_shape_is_refused_before_loading(tmp_path):
     other = Quadratic()
     other.w = torch.nn.Parameter(torch.zeros(9))
     with pytest.raises(ValueError, match=r"\['w'\] have other shapes"):
-        Trainer(other, lambda step, generator: other.w.sum(), TrainConfig(steps=4), tmp_path).load_checkpoint()
+        Trainer(other, lambda step, generator, shard: other.w.sum(), TrainConfig(steps=4), tmp_path).load_checkpoint()
     assert torch.equal(other.w, torch.zeros(9))
 
 
@@ -165,8 +165,8 @@ def test_the_patch_critic_trains_beside_the_vae_on_its_own_objective(tmp_path):
     pool = ClipPool(ClipConfig(frames=5, scenes=2), data.pool, seed=0)
     critic_before = [p.clone() for p in model.critic.parameters()]
     loss = vae_loss_fn(model, pool, data)
-    reconstruction_only = loss(0, torch.Generator().manual_seed(1))  # before adversarial_start: no critic term
-    total = loss(1, torch.Generator().manual_seed(1))
+    reconstruction_only = loss(0, torch.Generator().manual_seed(1), Shard())  # before adversarial_start: no critic
+    total = loss(1, torch.Generator().manual_seed(1), Shard())
     assert total.item() != reconstruction_only.item()
     Trainer(model, loss, TrainConfig(steps=3, lr=1e-3, warmup=1), tmp_path).run(progress=False)
     assert any(not torch.equal(a, b) for a, b in zip(critic_before, model.critic.parameters()))
@@ -224,7 +224,7 @@ def test_a_batch_shares_shapes_and_a_swap_shows_another_entrys_first_latent_with
     shown = []
 
     class Recorder:
-        def training_loss(self, request, target, generator):
+        def training_loss(self, request, target, generator, batch_rows=None):
             shown.append((request, target))
             return torch.zeros(())
 
@@ -236,7 +236,7 @@ def test_a_batch_shares_shapes_and_a_swap_shows_another_entrys_first_latent_with
         pool.samples[i + 3] = (replace(request, first_latent=request.first_latent + 1), target + 1)
     loss = flow_loss_fn(Recorder(), pool)
     for step in range(4):
-        loss(step, torch.Generator().manual_seed(step))
+        loss(step, torch.Generator().manual_seed(step), Shard())
     entries = [pool[i] for i in range(swapping.pool)]
     for request, target in shown:
         for row in range(target.shape[0]):
@@ -282,10 +282,10 @@ def test_a_crashed_lora_stage_resumes_to_the_same_weights(segment_pool, tmp_path
             prepare_stage(model, "lora")
         loss = flow_loss_fn(model, segment_pool)
 
-        def maybe_crash(step, generator):
+        def maybe_crash(step, generator, shard):
             if step == crash_at:
                 raise KeyboardInterrupt
-            return loss(step, generator)
+            return loss(step, generator, shard)
 
         return Trainer(model, maybe_crash, TrainConfig(steps=4, lr=3e-3, warmup=1, checkpoint_every=2), out)
 
@@ -296,6 +296,65 @@ def test_a_crashed_lora_stage_resumes_to_the_same_weights(segment_pool, tmp_path
     resumed = lora_trainer(tmp_path / "b")
     resumed.run(resume=True, progress=False)
     assert all(torch.equal(p, resumed.params[n]) for n, p in straight.params.items())
+
+
+def _gradients(model, loss, shards):
+    """Mean over ``shards`` of each shard's loss gradient, every shard from the same generator state; and the
+    generator states after each shard."""
+    model.zero_grad(set_to_none=True)
+    ends = []
+    for shard in shards:
+        generator = torch.Generator().manual_seed(5)
+        loss(0, generator, shard).backward()
+        ends.append(generator.get_state())
+    assert all(torch.equal(end, ends[0]) for end in ends)  # every shard draws the whole batch
+    return {n: p.grad / len(shards) for n, p in model.named_parameters() if p.requires_grad}, ends[0]
+
+
+def test_the_shards_of_a_flow_matching_batch_average_to_the_whole_batch(segment_pool):
+    from mirage_env.models import from_preset
+    from mirage_env.train.segments import flow_loss_fn
+    from mirage_env.train.stages import prepare_stage
+
+    model = from_preset("tiny", model_seed=0, random_weights=True)
+    prepare_stage(model, "dit")
+    loss = flow_loss_fn(model, segment_pool)
+    whole, end = _gradients(model, loss, [Shard()])
+    halves, halves_end = _gradients(model, loss, [Shard(0, 2), Shard(1, 2)])
+    assert torch.equal(end, halves_end)
+    for name, grad in whole.items():
+        torch.testing.assert_close(halves[name], grad, rtol=1e-4, atol=1e-6)
+
+
+def test_the_shards_of_a_vae_batch_average_to_the_whole_batch():
+    torch.manual_seed(0)
+    model = VaeWithCritic(build_vae(load_preset("tiny")))
+    data = VaeData(frames=5, pool=2, batch_size=2)
+    loss = vae_loss_fn(model, ClipPool(ClipConfig(frames=5, scenes=2), data.pool, seed=0), data)
+    whole, _ = _gradients(model, loss, [Shard()])
+    halves, _ = _gradients(model, loss, [Shard(0, 2), Shard(1, 2)])
+    for name, grad in whole.items():
+        torch.testing.assert_close(halves[name], grad, rtol=1e-4, atol=1e-6)
+
+
+def test_gradient_checkpointing_recomputes_the_blocks_and_keeps_the_gradients(segment_pool):
+    from mirage_env.models import from_preset
+    from mirage_env.train.segments import flow_loss_fn
+    from mirage_env.train.stages import enable_gradient_checkpointing, prepare_stage
+
+    model = from_preset("tiny", model_seed=0, random_weights=True)
+    prepare_stage(model, "dit")
+    loss = flow_loss_fn(model, segment_pool)
+    calls = []
+    for block in (model.dit.blocks[0], model.branch.blocks[0]):
+        block.register_forward_pre_hook(lambda module, args: calls.append(module))
+    plain, _ = _gradients(model, loss, [Shard()])
+    assert len(calls) == 2
+    enable_gradient_checkpointing(model)
+    checkpointed, _ = _gradients(model, loss, [Shard()])
+    assert len(calls) == 6  # each block ran again in the backward pass
+    for name, grad in plain.items():
+        torch.testing.assert_close(checkpointed[name], grad, rtol=1e-5, atol=1e-7)
 
 
 def test_export_halves_storage_and_loads_back_at_float32(tmp_path):

@@ -52,6 +52,7 @@ class MemoryBranch(ModelMixin, ConfigMixin):
     """Memory branch (``layers``: DiT blocks followed by a hint) and the learned null context [tokens, text_dim]."""
 
     _keep_in_fp32_modules: ClassVar[list[str]] = ["scale_shift_table", "norm1", "norm2", "norm3"]
+    _supports_gradient_checkpointing = True  # enable_gradient_checkpointing() recomputes each block in backward
 
     @register_to_config
     def __init__(self, layers: list[int], in_channels: int, num_attention_heads: int, attention_head_dim: int,
@@ -66,14 +67,20 @@ class MemoryBranch(ModelMixin, ConfigMixin):
             MemoryBranchBlock(dim, ffn_dim, num_attention_heads, cross_attn_norm, eps, input_projection=i == 0)
             for i in range(len(layers)))
         self.null_context = nn.Parameter(torch.zeros(null_context_tokens, text_dim))
+        self.gradient_checkpointing = False
 
     def forward(self, control: torch.Tensor, hidden_states: torch.Tensor, context: torch.Tensor, temb: torch.Tensor,
                 rotary_emb: tuple[torch.Tensor, torch.Tensor]) -> dict[int, torch.Tensor]:
         """Hints keyed by DiT layer. ``control`` [B, in_channels, T, h, w]; the rest as the DiT blocks take them."""
         tokens = self.patch_embedding(control.to(self.patch_embedding.weight.dtype)).flatten(2).transpose(1, 2)
         hints = {}
+        checkpointing = torch.is_grad_enabled() and self.gradient_checkpointing
         for layer, block in zip(self.config.layers, self.blocks):
-            hints[layer], tokens = block(tokens, hidden_states, context, temb, rotary_emb)
+            if checkpointing:
+                hints[layer], tokens = self._gradient_checkpointing_func(block, tokens, hidden_states, context, temb,
+                                                                         rotary_emb)
+            else:
+                hints[layer], tokens = block(tokens, hidden_states, context, temb, rotary_emb)
         return hints
 
     @torch.no_grad()

@@ -59,8 +59,12 @@ class MirageTransformer(nn.Module):
         modulation = modulation.unflatten(2, (6, -1)).repeat_interleave(tokens_per_frame, dim=1)  # [B, S, 6, dim]
 
         hints = {} if control is None else self.branch(control, x, context, modulation, rotary)
+        checkpointing = torch.is_grad_enabled() and dit.gradient_checkpointing  # dit.enable_gradient_checkpointing()
         for i, block in enumerate(dit.blocks):
-            x = block(x, context, modulation, rotary)
+            if checkpointing:
+                x = dit._gradient_checkpointing_func(block, x, context, modulation, rotary)
+            else:
+                x = block(x, context, modulation, rotary)
             if i in hints:
                 x = x + hints[i].to(x.dtype)
 

@@ -178,16 +178,25 @@ class WanWorldModel(nn.Module):
 
         return sample_segment(velocity, first, noise, make_scheduler(self.preset.scheduler), num_steps)
 
-    def training_loss(self, request: SegmentRequest, target: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """Flow-matching MSE on the velocity of target frames 1.. (per-frame sigma; frame 0 stays clean)."""
+    def training_loss(self, request: SegmentRequest, target: torch.Tensor, generator: torch.Generator,
+                      batch_rows: tuple[int, int] | None = None) -> torch.Tensor:
+        """Flow-matching MSE on the velocity of target frames 1.. (per-frame sigma; frame 0 stays clean).
+
+        ``batch_rows = (first, size)``: ``request`` and ``target`` are rows ``first ..`` of a batch of ``size``
+        rows (one shard in data-parallel training); the sigmas and noise are drawn for the whole batch, so the
+        shards together see the noise the whole batch would."""
         segment = self._segment(request)
         target = target.to(self.device, torch.float32)
         b, _, t = target.shape[:3]
         if target.shape != request.memory_features.shape or t < 2:
             raise ValueError(f"target must be shaped like memory_features with t >= 2, got {list(target.shape)}")
-        sigmas = training_sigmas((b, t), self.preset.scheduler["flow_shift"], generator, self.device)
+        first, size = batch_rows or (0, b)
+        if not 0 <= first <= size - b:
+            raise ValueError(f"batch_rows {batch_rows}: {b} rows from row {first} do not fit a batch of {size}")
+        rows = slice(first, first + b)
+        sigmas = training_sigmas((size, t), self.preset.scheduler["flow_shift"], generator, self.device)[rows]
         sigmas[:, 0] = 0
-        noise = gaussian(tuple(target.shape), generator, self.device)
+        noise = gaussian((size, *target.shape[1:]), generator, self.device)[rows]
         s = sigmas[:, None, :, None, None]
         noisy = (1 - s) * target + s * noise
         noisy[:, :, :1] = request.first_latent.to(self.device, torch.float32)

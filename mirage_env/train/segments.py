@@ -24,6 +24,7 @@ from mirage_env.models.sampler import gaussian
 from mirage_env.models.wan import WanWorldModel, from_preset
 from mirage_env.train.clips import Clip, ClipConfig, ClipSource, SimulatorClips
 from mirage_env.train.parallel import WorkerPool
+from mirage_env.train.trainer import Shard
 from mirage_env.video import to_unit
 from mirage_env.world import InitialView, World, WorldConfig
 from mirage_env.world.world import segment_request
@@ -174,14 +175,19 @@ class SegmentPool:
         return list(groups.values())
 
 
-def corrupt_context(request: SegmentRequest, sigma: torch.Tensor, generator: torch.Generator) -> SegmentRequest:
+def corrupt_context(request: SegmentRequest, sigma: torch.Tensor, generator: torch.Generator,
+                    batch_rows: tuple[int, int] | None = None) -> SegmentRequest:
     """The request with its clean context (first latent, preceding, references) moved to noise level ``sigma``
-    [B] along the flow, ``(1 - sigma) x + sigma noise``; the memory read is left as it is."""
+    [B] along the flow, ``(1 - sigma) x + sigma noise``; the memory read is left as it is. ``batch_rows = (first,
+    size)``: the request is rows ``first ..`` of a batch of ``size`` rows, and the noise is drawn for all of them."""
+    first, size = batch_rows or (0, request.first_latent.shape[0])
+
     def noised(x: torch.Tensor | None) -> torch.Tensor | None:
         if x is None:
             return x
         s = sigma.to(x.device, x.dtype).view(-1, 1, 1, 1, 1)
-        return (1 - s) * x + s * gaussian(tuple(x.shape), generator, x.device).to(x.dtype)
+        noise = gaussian((size, *x.shape[1:]), generator, x.device)[first:first + x.shape[0]]
+        return (1 - s) * x + s * noise.to(x.dtype)
 
     return replace(request, first_latent=noised(request.first_latent), preceding=noised(request.preceding),
                    references=noised(request.references))
@@ -200,15 +206,16 @@ def flow_loss_fn(model: WanWorldModel, pool: SegmentPool):
     """A :data:`~mirage_env.train.trainer.LossFn`: the flow-matching loss of one batch of pool segments.
 
     A batch is drawn from one group of equal shapes (:meth:`SegmentPool.shape_groups`; a group is chosen with
-    probability proportional to its size, so every entry is equally likely), and forwarded at once. Reference
-    dropout drops the references of the whole batch; context corruption draws one sigma per sample, and a context
-    swap takes a sample's first and preceding latents from another entry of the same group.
+    probability proportional to its size, so every entry is equally likely), and a shard's rows of it are forwarded
+    at once. Reference dropout drops the references of the whole batch; context corruption draws one sigma per
+    sample, and a context swap takes a sample's first and preceding latents from another entry of the same group.
     """
     data = pool.data
     groups = pool.shape_groups()
     sizes = torch.tensor([len(g) for g in groups], dtype=torch.float64)
 
-    def loss(step: int, generator: torch.Generator) -> torch.Tensor:
+    def loss(step: int, generator: torch.Generator, shard: Shard) -> torch.Tensor:
+        rows = shard.rows(data.batch_size)
         group = groups[int(torch.multinomial(sizes, 1, generator=generator))]
         picks = torch.randint(len(group), (data.batch_size,), generator=generator)
         drop = bool(torch.rand(1, generator=generator) < data.reference_dropout)
@@ -216,7 +223,7 @@ def flow_loss_fn(model: WanWorldModel, pool: SegmentPool):
         swaps = torch.rand(data.batch_size, generator=generator) < data.context_swap
         donors = (picks + torch.randint(1, max(2, len(group)), (data.batch_size,), generator=generator)) % len(group)
         requests, targets = [], []
-        for pick, swap, donor in zip(picks.tolist(), swaps.tolist(), donors.tolist()):
+        for pick, swap, donor in zip(picks[rows].tolist(), swaps[rows].tolist(), donors[rows].tolist()):
             request, target = pool[group[pick]]
             if swap and len(group) > 1:
                 other = pool[group[donor]][0]
@@ -226,7 +233,8 @@ def flow_loss_fn(model: WanWorldModel, pool: SegmentPool):
         request = batch_requests(requests)
         if drop:
             request = replace(request, references=None)
-        request = corrupt_context(request, sigmas, generator)
-        return model.training_loss(request, torch.cat(targets), generator)
+        batch_rows = (rows.start, data.batch_size)
+        request = corrupt_context(request, sigmas[rows], generator, batch_rows)
+        return model.training_loss(request, torch.cat(targets), generator, batch_rows)
 
     return loss

@@ -7,7 +7,7 @@
 * ``addon``: Mirage stage 1, the memory branch (and its null context) with the DiT frozen;
 * ``lora``: Mirage stage 2, LoRA adapters on the DiT (added when missing) with the branch frozen;
 * ``both``: the branch and LoRA together.
-The VAE is always frozen.
+The VAE is always frozen. :func:`enable_gradient_checkpointing` trades compute for activation memory.
 """
 
 from __future__ import annotations
@@ -34,3 +34,10 @@ def prepare_stage(model: WanWorldModel, stage: str, lora: lora_ops.LoraSettings 
         for name, param in model.dit.named_parameters():
             param.requires_grad_("lora_" in name)
     return sum(1 for p in model.parameters() if p.requires_grad)
+
+
+def enable_gradient_checkpointing(model: WanWorldModel) -> None:
+    """Recompute the DiT's and the memory branch's blocks in the backward pass instead of keeping their
+    activations (diffusers' ``enable_gradient_checkpointing``; the same gradients, less memory, more compute)."""
+    model.dit.enable_gradient_checkpointing()
+    model.branch.enable_gradient_checkpointing()

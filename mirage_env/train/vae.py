@@ -29,6 +29,7 @@ from mirage_env.train.discriminator import (
 )
 from mirage_env.metrics import psnr_per_image, sharpness_ratio
 from mirage_env.train.parallel import WorkerPool
+from mirage_env.train.trainer import Shard
 from mirage_env.video import to_uint8
 
 HELD_OUT_FIRST_SCENE = 100_000
@@ -72,10 +73,11 @@ class ClipPool:
         clips = workers.map(SimulatorClips(self.config, self.seed), missing)
         self.clips.update((i, clip.frames) for i, clip in zip(missing, clips))
 
-    def batch(self, generator: torch.Generator, batch_size: int) -> torch.Tensor:
-        """Video [B, 3, T, H, W] in [-1, 1] of randomly chosen pool clips."""
+    def batch(self, generator: torch.Generator, batch_size: int, rows: slice = slice(None)) -> torch.Tensor:
+        """Video [B, 3, T, H, W] in [-1, 1] of randomly chosen pool clips: the ``rows`` of a batch of
+        ``batch_size`` (all of them by default; the picks are drawn for the whole batch)."""
         picks = torch.randint(self.size, (batch_size,), generator=generator)
-        return frames_to_unit(torch.stack([self[int(i)] for i in picks]))
+        return frames_to_unit(torch.stack([self[int(i)] for i in picks[rows]]))
 
 
 class VaeWithCritic(nn.Module):
@@ -101,7 +103,7 @@ def vae_loss_fn(model: VaeWithCritic, pool: ClipPool, data: VaeData, images: Cli
     """A :data:`~mirage_env.train.trainer.LossFn` for the VAE (``images``: the single-frame pool of the first
     ``data.image_steps`` steps). With a critic, the critic's hinge loss is added too: it sees only detached
     reconstructions, and the decoder's adversarial term sees the critic's weights detached, so one optimizer
-    step updates each on its own objective."""
+    step updates each on its own objective (its adaptive weight is measured on each shard's own gradients)."""
     if data.image_steps and images is None:
         raise ValueError("image_steps > 0 needs a pool of single frames")
     if (data.adversarial_weight > 0) != (model.critic is not None):
@@ -109,14 +111,13 @@ def vae_loss_fn(model: VaeWithCritic, pool: ClipPool, data: VaeData, images: Cli
     vae, critic = model.vae, model.critic
     device = next(vae.parameters()).device
 
-    def loss(step: int, generator: torch.Generator) -> torch.Tensor:
-        if step < data.image_steps:
-            video = images.batch(generator, data.image_batch_size)
-        else:
-            video = pool.batch(generator, data.batch_size)
-        video = video.to(device)
+    def loss(step: int, generator: torch.Generator, shard: Shard) -> torch.Tensor:
+        batch_size = data.image_batch_size if step < data.image_steps else data.batch_size
+        rows = shard.rows(batch_size)
+        video = (images if step < data.image_steps else pool).batch(generator, batch_size, rows).to(device)
         posterior = vae.encode(video).latent_dist
-        z = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=generator).to(device)
+        noise = torch.randn((batch_size, *posterior.mean.shape[1:]), generator=generator)[rows]
+        z = posterior.mean + posterior.std * noise.to(device)
         reconstruction = vae.decode(z).sample
         rec = (F.l1_loss(reconstruction, video) + F.mse_loss(reconstruction, video)
                + data.gradient_weight * gradient_l1(reconstruction, video))
