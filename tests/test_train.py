@@ -3,6 +3,8 @@
 import csv
 import json
 
+import time
+
 import pytest
 import torch
 
@@ -77,6 +79,9 @@ def test_resume_after_a_crash_continues_exactly(tmp_path):
 
     with pytest.raises(KeyboardInterrupt):
         Trainer(crashed, crash_at_step_8, config, tmp_path / "b").run(progress=False)
+    # TensorBoard reads a folder's event files in name order: time in whole seconds, then a per-process counter
+    # (which sorts "10" before "9"). A real resume starts in a later second; so does this one.
+    time.sleep(1.05)
     resumed = Quadratic()
     trainer = Trainer(resumed, quadratic_loss(resumed), config, tmp_path / "b")
     assert trainer.run(resume=True, progress=False)[0]["step"] == 7
