@@ -144,7 +144,7 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--height", type=int, default=32)
@@ -158,7 +158,7 @@ def main() -> None:
     parser.add_argument("--preset", default=PRESET, help="the tests run the same code on 'tiny'")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "real_size_smoke.json")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.steps is not None and args.steps < 1 or args.chunks < 1:
         raise SystemExit("--steps and --chunks must be >= 1")
     device = torch.device(args.device)
@@ -177,8 +177,10 @@ def main() -> None:
           f"build {result['build_seconds']:.1f} s, first chunk {result['first_chunk_seconds']:.1f} s, "
           f"peak {'CUDA allocated' if device.type == 'cuda' else 'RSS'} {peak / 2**30:.2f} GiB")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    write_text(args.out, json.dumps({"args": vars(args), **result}, indent=2, default=str))
+    report = {"args": vars(args), **result}
+    write_text(args.out, json.dumps(report, indent=2, default=str))
     print(f"wrote {args.out}")
+    return report
 
 
 if __name__ == "__main__":
