@@ -247,11 +247,12 @@ def from_preset(name: str, weights_dir: str | Path | None = None, device: torch.
 
     ``weights_dir`` holds the layout described in :mod:`mirage_env.models.loading`. Without it, ``tiny`` loads the
     trained weights shipped in the package (:func:`~mirage_env.models.loading.shipped_weights_dir`) and the real
-    preset raises :class:`MissingWeightsError` listing the expected files. ``random_weights=True`` gives either preset
-    random weights drawn from ``model_seed`` instead (the same model for the same seed; the starting point of
-    training; for the real preset, timing runs), created directly in their dtype on ``device``. ``dtype`` applies to the DiT and the branch
-    (bfloat16 suits the real model on a GPU), ``vae_dtype`` to the VAE. A fresh branch copies its blocks from the
-    DiT and has zero output projections (no effect until trained). LoRA found in ``lora/`` is loaded and enabled;
+    preset raises :class:`MissingWeightsError` listing the expected files. ``random_weights=True`` gives either
+    preset random weights drawn from ``model_seed`` instead (the same model for the same seed; the starting point of
+    training; for the real preset, timing runs), created directly in their dtype on ``device``. ``dtype`` applies
+    to the DiT and the branch (bfloat16 suits the real model on a GPU), ``vae_dtype`` to the VAE. A fresh branch
+    copies its blocks from the DiT and has zero output projections (no effect until trained). LoRA found in
+    ``lora/`` is loaded and enabled;
     ``fuse_lora=True`` folds it into the base weights (as diffusers' ``fuse_lora``: inference only, the same outputs
     up to float rounding, and half the DiT's matrix products at small batches), otherwise it stays separate (see
     :mod:`mirage_env.models.lora`).
