@@ -108,7 +108,7 @@ class Plan:
 
 
 FULL = Plan(sizes=(1_000_000, 10_000_000, 50_000_000), repeat=3, copy_mib=1024, preset="wan2.2-ti2v-5b",
-            hw=(704, 1280), frames=33, steps=20, chunks=10, env_sizes=(1, 8, 64, 256), env_steps=2, env_rounds=3,
+            hw=(704, 1280), frames=33, steps=20, chunks=10, env_sizes=(1, 8, 64, 256), env_steps=1, env_rounds=3,
             train_steps=20, batch_size=64, pool=32, vae_batch_size=32, vae_pool=64)
 QUICK = Plan(sizes=(10_000, 100_000), repeat=1, copy_mib=16, preset="tiny", hw=(32, 32), frames=33, steps=2,
              chunks=3, env_sizes=(1, 2), env_steps=1, env_rounds=1, train_steps=3, batch_size=2, pool=2,
