@@ -172,7 +172,7 @@ class DepthRecorder:
 
     def __call__(self, frames, memory_depth=None, memory_mask=None, cameras=None) -> torch.Tensor:
         depth = self.inner(frames, memory_depth, memory_mask, cameras)
-        self.last = depth[0, -1]
+        self.last = depth[0, -1].cpu()
         return depth
 
 
@@ -311,7 +311,7 @@ class CameraWorlds:
         return {"frames": frames.numpy().copy(), "pose": state.pose.to(torch.float32).numpy().copy(),
                 "frame_index": int(state.frame), "blocked": bool(blocked), "coverage": float(coverage),
                 "new_voxels": int(new_voxels), "memory_voxels": int(stats.points), "memory_bytes": int(stats.bytes),
-                "latent": self.slot(index).latent.to(torch.float32).numpy().copy(), "timings_ms": timings}
+                "latent": self.slot(index).latent.to("cpu", torch.float32).numpy().copy(), "timings_ms": timings}
 
     def render(self, index: int) -> np.ndarray:
         """The last frame of world ``index`` at the world's size, uint8 [H, W, 3]."""

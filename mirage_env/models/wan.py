@@ -9,6 +9,7 @@ and zeros elsewhere. No classifier-free guidance (Mirage samples with CFG off).
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -228,14 +229,26 @@ def _cast(module: nn.Module, dtype: torch.dtype) -> nn.Module:
     """Cast parameters as diffusers' ``from_pretrained(torch_dtype=...)`` does: ``_keep_in_fp32_modules`` stay."""
     keep = set(getattr(module, "_keep_in_fp32_modules", None) or ())
     for name, param in module.named_parameters():
-        if not keep.intersection(name.split(".")):
-            param.data = param.data.to(dtype)
+        param.data = param.data.to(torch.float32 if keep.intersection(name.split(".")) else dtype)
     return module
 
 
-def _fresh(build, seed: int, dtype: torch.dtype) -> nn.Module:
-    """A module with random weights drawn from ``seed`` (the global RNG is left untouched)."""
-    with torch.random.fork_rng(devices=[]):
+@contextlib.contextmanager
+def _default_dtype(dtype: torch.dtype):
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(previous)
+
+
+def _fresh(build, seed: int, dtype: torch.dtype, device: torch.device | str = "cpu") -> nn.Module:
+    """A module with random weights drawn from ``seed`` (the global RNG is left untouched), created in ``dtype`` on
+    ``device``: the 5B preset in bfloat16 never exists in float32, nor on the CPU when it is built for a GPU."""
+    device = torch.device(device)
+    cuda = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda), _default_dtype(dtype), device:
         torch.manual_seed(seed)
         return _cast(build(), dtype)
 
@@ -248,11 +261,12 @@ def from_preset(name: str, weights_dir: str | Path | None = None, device: torch.
 
     ``weights_dir`` holds the layout described in :mod:`mirage_env.models.loading`. Without it, ``tiny`` loads the
     trained weights shipped in the package (:func:`~mirage_env.models.loading.shipped_weights_dir`) and the real
-    preset raises :class:`MissingWeightsError` listing the expected files. ``random_weights=True`` gives ``tiny``
-    random weights drawn from ``model_seed`` instead (the same model for the same seed; the starting point of
-    training). ``dtype`` applies to the DiT and the branch
-    (bfloat16 suits the real model on a GPU), ``vae_dtype`` to the VAE. A fresh branch copies its blocks from the
-    DiT and has zero output projections (no effect until trained). LoRA found in ``lora/`` is loaded and enabled;
+    preset raises :class:`MissingWeightsError` listing the expected files. ``random_weights=True`` gives either
+    preset random weights drawn from ``model_seed`` instead (the same model for the same seed; the starting point of
+    training; for the real preset, timing runs), created directly in their dtype on ``device``. ``dtype`` applies
+    to the DiT and the branch (bfloat16 suits the real model on a GPU), ``vae_dtype`` to the VAE. A fresh branch
+    copies its blocks from the DiT and has zero output projections (no effect until trained). LoRA found in
+    ``lora/`` is loaded and enabled;
     ``fuse_lora=True`` folds it into the base weights (as diffusers' ``fuse_lora``: inference only, the same outputs
     up to float rounding, and half the DiT's matrix products at small batches), otherwise it stays separate (see
     :mod:`mirage_env.models.lora`).
@@ -263,15 +277,15 @@ def from_preset(name: str, weights_dir: str | Path | None = None, device: torch.
     """
     preset = load_preset(name)
     text_encoder, lora_dir, branch = None, None, None
-    if random_weights and (name != "tiny" or weights_dir is not None):
-        raise ValueError("random_weights is for the tiny preset without weights_dir")
+    if random_weights and weights_dir is not None:
+        raise ValueError("random_weights=True draws fresh weights: pass it without weights_dir")
     if weights_dir is None and not random_weights:
         if name != "tiny":
             raise MissingWeightsError(f"preset {name!r} needs weights_dir.\n" + expected_files(None, name))
         weights_dir = shipped_weights_dir(name)
     if weights_dir is None:
-        dit = _fresh(lambda: build_transformer(preset), model_seed, dtype)
-        vae = _fresh(lambda: build_vae(preset), model_seed + 1, vae_dtype)
+        dit = _fresh(lambda: build_transformer(preset), model_seed, dtype, device)
+        vae = _fresh(lambda: build_vae(preset), model_seed + 1, vae_dtype, device)
     else:
         root = Path(weights_dir)
         present = check_weights_dir(root, name)
@@ -288,7 +302,7 @@ def from_preset(name: str, weights_dir: str | Path | None = None, device: torch.
                                  f"{preset.transformer['text_dim']}")
         lora_dir = root / "lora" if "lora" in present else None
     if branch is None:
-        branch = _fresh(lambda: build_addon(preset), model_seed + 2, dit.dtype)
+        branch = _fresh(lambda: build_addon(preset), model_seed + 2, dit.dtype, dit.device)
         branch.init_from_dit(dit)
     model = WanWorldModel(preset, vae, MirageTransformer(dit, branch), text_encoder)
     if lora_dir is not None:

@@ -163,7 +163,7 @@ class StepTimings:
 class Segment:
     """What one step produced for every world."""
 
-    frames: torch.Tensor  # uint8 [B, F, H, W, 3], the new frames
+    frames: torch.Tensor  # uint8 [B, F, H, W, 3], the new frames (on the CPU, whatever the model's device)
     latents: torch.Tensor  # [B, C, k, h, w], the new latents
     poses: torch.Tensor  # [B, F, 4, 4]
     covered: torch.Tensor  # bool [B, k, h, w], the cells of each new latent frame the memory covered before generation
@@ -391,7 +391,7 @@ class World:
             discard_stats.append(self.observe(i, new_latents[i], depth, targets[i, 1:], None, last[i], timings,
                                               latent_frames))
         covered = torch.stack([c.read.mask[1:] for c in conditions])
-        return Segment(to_uint8(new_frames), new_latents, poses, covered,
+        return Segment(to_uint8(new_frames).cpu(), new_latents, poses, covered,
                        [c.reference_frames for c in conditions], discard_stats, timings)
 
     def _read(self, state: _State, target_poses: torch.Tensor, frame_poses: torch.Tensor | None) -> MemoryRead:
@@ -408,10 +408,13 @@ class World:
                timings: StepTimings | None = None, frames: torch.Tensor | None = None,
                weight: float = 1.0) -> DiscardStats:
         """Discard dynamic content, write latents [C, k, h, w] (the RGB cache: ``frames`` [k, 3, H, W]) with pixel
-        depth [k, H, W] and fusion ``weight``, record keyframes."""
+        depth [k, H, W] and fusion ``weight``, record keyframes. Geometry moves to the memory's device first."""
         timings = timings or StepTimings()
         k = latents.shape[1]
-        K = state.K.expand(k, 3, 3)
+        device = state.memory.device
+        depth, poses = depth.to(device), poses.to(device)
+        dynamic_mask = None if dynamic_mask is None else dynamic_mask.to(device)
+        K = state.K.to(device).expand(k, 3, 3)
         rgb = isinstance(state.memory, RgbPointCache)
         if rgb and frames is None:
             raise ValueError("the RGB cache stores pixels: observe() needs the decoded frames")
@@ -424,7 +427,7 @@ class World:
             if rgb:
                 state.memory.write(frames, depth.nan_to_num(posinf=0.0), K, poses, keep_mask=result.keep_mask)
             else:
-                confidence = torch.full(result.keep_mask.shape, weight)
+                confidence = torch.full(result.keep_mask.shape, weight, device=device)
                 state.memory.write(latents.permute(1, 0, 2, 3), result.cell_depth, K_latent, poses,
                                    keep_mask=result.keep_mask, confidence=confidence)
             points = backproject_depth(result.cell_depth, K_latent, poses)
