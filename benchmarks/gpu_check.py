@@ -66,7 +66,7 @@ from mirage_env.models.presets import build_vae, load_preset
 from mirage_env.ops import extension, reference
 from mirage_env.train.segments import SegmentData, SegmentPool, flow_loss_fn
 from mirage_env.train.stages import prepare_stage
-from mirage_env.train.trainer import TrainConfig, Trainer
+from mirage_env.train.trainer import Shard, TrainConfig, Trainer
 from mirage_env.train.vae import VaeData, VaeWithCritic, vae_loss_fn, vae_pools
 from mirage_env.world import WorldConfig
 
@@ -384,9 +384,9 @@ def steps_per_second(module: torch.nn.Module, loss_fn, steps: int, precision: st
     the trainer reads every loss back, so on CUDA each step has finished when the next starts)."""
     stamps: list[float] = []
 
-    def timed(step: int, generator: torch.Generator) -> torch.Tensor:
+    def timed(step: int, generator: torch.Generator, shard: Shard) -> torch.Tensor:
         stamps.append(time.perf_counter())
-        return loss_fn(step, generator)
+        return loss_fn(step, generator, shard)
 
     config = TrainConfig(steps=steps, warmup=1, precision=precision, log_every=steps, checkpoint_every=steps)
     begin = time.perf_counter()
