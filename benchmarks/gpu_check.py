@@ -52,15 +52,14 @@ import gymnasium as gym
 import torch
 from env_throughput import ENV_ID
 from env_throughput import measure as measure_envs
-from measure import best_of
+from measure import best_of, synthetic_memory
 from real_size_smoke import build_model, run_chunk, run_memory, start_world
 from roofline import copy_bandwidth, frustum_points
 
 from mirage_env.atomic import write_text
 from mirage_env.geometry import intrinsics_from_fov, pack_cameras
 from mirage_env.geometry.trajectories import from_velocities
-from mirage_env.memory import LatentSpatialMemory, MemoryConfig
-from mirage_env.memory.voxels import pack_voxel_keys, voxel_coords
+from mirage_env.memory import LatentSpatialMemory
 from mirage_env.models import from_preset
 from mirage_env.models.presets import build_vae, load_preset
 from mirage_env.ops import extension, reference
@@ -222,24 +221,6 @@ def backend(name: str):
             os.environ["MIRAGE_ENV_BACKEND"] = previous
 
 
-def synthetic_memory(points: torch.Tensor, generator: torch.Generator) -> LatentSpatialMemory:
-    """A CPU memory holding the voxels of ``points`` (one point each: the first of a voxel; voxels of
-    ``READ_VOXEL`` make nearly every point its own) with random features."""
-    keys = pack_voxel_keys(voxel_coords(points, READ_VOXEL))
-    sorted_keys, order = torch.sort(keys, stable=True)
-    first = torch.ones_like(sorted_keys, dtype=torch.bool)
-    first[1:] = sorted_keys[1:] != sorted_keys[:-1]
-    kept = order[first].sort().values
-    n = kept.numel()
-    memory = LatentSpatialMemory(MemoryConfig(feature_dim=FEATURES, voxel_size=READ_VOXEL, capacity=n))
-    state = memory.state_dict()
-    state.update(positions=points[kept], features=torch.randn(n, FEATURES, generator=generator),
-                 weights=torch.ones(n), last_seen=torch.ones(n, dtype=torch.int64), keys=keys[kept],
-                 step=torch.ones(1, dtype=torch.int64))
-    memory.load_state_dict(state)
-    return memory
-
-
 @dataclass
 class Call:
     """One kernel call on one backend: ``run()`` and the tensors it reads (for its traffic)."""
@@ -266,7 +247,7 @@ def kernel_calls(n: int, generator: torch.Generator, device: torch.device) -> di
             if module is not None:
                 calls[op][name] = Call(lambda f=getattr(extension, op), m=module, a=copies[where]: f(m, *a),
                                        copies[where], where)
-    memories = {cpu: synthetic_memory(inputs["project_zbuffer"][0], generator)}
+    memories = {cpu: synthetic_memory(FEATURES, READ_VOXEL, inputs["project_zbuffer"][0], generator)}
     if device != cpu:
         memories[device] = LatentSpatialMemory(memories[cpu].config, device)
         memories[device].load_state_dict(memories[cpu].state_dict())

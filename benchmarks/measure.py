@@ -21,6 +21,8 @@ from typing import Any
 import torch
 
 from mirage_env.atomic import atomic_file, write_text
+from mirage_env.memory import LatentSpatialMemory, MemoryConfig
+from mirage_env.memory.voxels import pack_voxel_keys, voxel_coords
 
 RESULTS = Path(__file__).parent / "results"
 _M_MMAP_THRESHOLD = -3  # glibc mallopt: fixed threshold (no dynamic growth) so big blocks are unmapped on free
@@ -107,3 +109,22 @@ def pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def synthetic_memory(feature_dim: int, voxel_size: float, points: torch.Tensor,
+                     generator: torch.Generator) -> LatentSpatialMemory:
+    """A valid CPU memory (as after one write) holding the voxels of ``points``: the first point of each voxel,
+    random features. With voxels far smaller than the points' spacing nearly every point is its own voxel."""
+    keys = pack_voxel_keys(voxel_coords(points, voxel_size))
+    sorted_keys, order = torch.sort(keys, stable=True)
+    first = torch.ones_like(sorted_keys, dtype=torch.bool)
+    first[1:] = sorted_keys[1:] != sorted_keys[:-1]
+    kept = order[first].sort().values
+    n = kept.numel()
+    memory = LatentSpatialMemory(MemoryConfig(feature_dim=feature_dim, voxel_size=voxel_size, capacity=n))
+    state = memory.state_dict()
+    state.update(positions=points[kept], features=torch.randn(n, feature_dim, generator=generator),
+                 weights=torch.ones(n), last_seen=torch.ones(n, dtype=torch.int64), keys=keys[kept],
+                 step=torch.ones(1, dtype=torch.int64))
+    memory.load_state_dict(state)
+    return memory

@@ -15,12 +15,11 @@ import platform
 from pathlib import Path
 
 import torch
-from measure import best_of
+from measure import best_of, synthetic_memory
 
 from mirage_env.atomic import write_text
 from mirage_env.geometry import intrinsics_from_fov, pack_cameras
 from mirage_env.geometry.trajectories import orbit
-from mirage_env.memory import LatentSpatialMemory, MemoryConfig
 from mirage_env.ops import extension, reference
 
 
@@ -82,12 +81,7 @@ def main() -> None:
         rows.append({"op": label, "reference_ms": ref_ms, "extension_ms": ext_ms, "speedup": ref_ms / ext_ms,
                      "equal": equal, "compared": "bitwise" if exact else "keys and slots bitwise"})
 
-    memory = LatentSpatialMemory(MemoryConfig(feature_dim=args.channels, capacity=args.points))
-    state = memory.state_dict()  # a synthetic memory: N random voxels with random features
-    state.update(positions=points, features=torch.randn(args.points, args.channels, generator=g),
-                 weights=torch.ones(args.points), last_seen=torch.ones(args.points, dtype=torch.int64),
-                 keys=torch.arange(args.points))
-    memory.load_state_dict(state)
+    memory = synthetic_memory(args.channels, 0.002, points, g)  # 2 mm voxels: nearly one voxel per point
     K = intrinsics_from_fov(70.0, (h, w)).expand(args.cameras, 3, 3)
     timings = {}
     for backend in ("reference", "extension"):
