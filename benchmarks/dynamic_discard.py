@@ -184,7 +184,7 @@ def discard_cost(method: str, config: DiscardConfig, repeats: int) -> dict:
         latent_hw = (h // 16, w // 16)
         for frames in (8, 1):
             K = intrinsics_from_fov(70.0, (h, w)).expand(frames, 3, 3)
-            poses = straight(torch.eye(4, dtype=torch.float64), frames, (0.0, 0.0, 0.05))[1:]
+            poses = straight(torch.eye(4, dtype=torch.float64), frames, (0.0, 0.0, 0.05))
             depth = 2.0 + 3.0 * torch.rand(frames, h, w, generator=g)
             sky = torch.zeros(depth.shape, dtype=torch.bool)
             history = run_discard(method, config, depth, K, poses, latent_hw, sky, filled, None).history
