@@ -16,7 +16,8 @@ Mirage writes only static content. For a segment of T frames with depth, :func:`
 4. evicts memory voxels that the window's frames show to be free space: voxels seen in front of the nearest
    observed surface in at least ``free_space_votes`` frames (the object that left them is gone).
 
-Steps 2 and 4 run on the :func:`mirage_env.ops.depth_consistency` kernel. The frames an earlier call saw come
+The per-cell depth statistics run on the :func:`mirage_env.ops.cell_stats` kernel, steps 2 and 4 on
+:func:`mirage_env.ops.depth_consistency`. The frames an earlier call saw come
 back as :attr:`DiscardResult.history`; pass them to the next call of the same camera stream.
 """
 
@@ -31,7 +32,6 @@ from mirage_env import ops
 from mirage_env.geometry.camera import pack_cameras, scale_intrinsics
 from mirage_env.geometry.checks import check_float, check_intrinsics, check_poses, check_shape
 from mirage_env.memory.latent_memory import LatentSpatialMemory
-from mirage_env.memory.lifting import downsample_depth
 
 
 @dataclass(frozen=True)
@@ -138,23 +138,22 @@ def segment_cameras(K: torch.Tensor, c2w: torch.Tensor, big_hw: tuple[int, int],
     return K_lat, pack_cameras(K_lat, c2w, device)
 
 
-def nearest_points(depth: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor,
-                   hw: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Nearest depth [T, h, w] of every cell's pixel block (+inf where it has none) and the world point
-    [T, h, w, 3] (float32) of that pixel (the first in row-major order on ties), lifted where the pixel is."""
-    t, big_h, big_w = depth.shape
-    s = big_h // hw[0]
-    nearest, index = _blocks(depth, hw).min(dim=-1)
-    rows = torch.arange(hw[0], device=depth.device)[:, None] * s + index // s
-    cols = torch.arange(hw[1], device=depth.device) * s + index % s
+def lift_pixels(depth: torch.Tensor, index: torch.Tensor, stride: int, K: torch.Tensor,
+                c2w: torch.Tensor) -> torch.Tensor:
+    """World points [T, h, w, 3] (float32) at ``depth`` [T, h, w] along the pixel at row-major position ``index``
+    [T, h, w] of each cell's ``stride`` x ``stride`` block; ``K`` [T, 3, 3] of the pixel grid, ``c2w`` [T, 4, 4]."""
+    _, h, w = depth.shape
+    index = index.to(torch.int64)
+    rows = torch.arange(h, device=depth.device)[:, None] * stride + index // stride
+    cols = torch.arange(w, device=depth.device) * stride + index % stride
     K, c2w = K.to(torch.float64), c2w.to(torch.float64)
     fx, fy = K[:, 0, 0, None, None], K[:, 1, 1, None, None]
     cx, cy, skew = K[:, 0, 2, None, None], K[:, 1, 2, None, None], K[:, 0, 1, None, None]
     y = (rows - cy) / fy
     x = (cols - cx - skew * y) / fx
-    local = torch.stack([x, y, torch.ones_like(x)], dim=-1) * nearest[..., None].to(torch.float64)
+    local = torch.stack([x, y, torch.ones_like(x)], dim=-1) * depth[..., None].to(torch.float64)
     points = torch.einsum("tij,thwj->thwi", c2w[:, :3, :3], local) + c2w[:, None, None, :3, 3]
-    return nearest, points.to(torch.float32)
+    return points.to(torch.float32)
 
 
 def grow(flags: torch.Tensor, depth: torch.Tensor, allowed: torch.Tensor, steps: int, tolerance: float) -> torch.Tensor:
@@ -194,21 +193,18 @@ def discard_dynamic(depth: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor, lat
     frames to pass as ``history`` next time.
     """
     _check_segment(depth, K, c2w, latent_hw, {"dynamic_mask": dynamic_mask, "sky_mask": sky_mask}, history)
-    t = depth.shape[0]
+    t, big_h, _ = depth.shape
     device = depth.device
-    far = ~torch.isfinite(depth) | (depth > config.far)
-    if sky_mask is not None:
-        far |= sky_mask
-    cell_far = _blocks(far, latent_hw).any(dim=-1)
-    cell_depth = downsample_depth(torch.where(far, torch.zeros_like(depth), depth), latent_hw)
+    stride = big_h // latent_hw[0]
+    # per cell: mean depth (0 unless every pixel has depth and none is far), any far pixel, and the nearest
+    # pixel seen (sky and far pixels at `far`) with its place in the block
+    sky = sky_mask.contiguous() if sky_mask is not None else None
+    cell_depth, cell_far, nearest, index = ops.cell_stats(depth.to(torch.float32).contiguous(), sky, stride, config.far)
     no_depth = (cell_depth <= 0) & ~cell_far
     external = _blocks(dynamic_mask, latent_hw).any(dim=-1) if dynamic_mask is not None else torch.zeros_like(cell_far)
     external &= ~cell_far & ~no_depth
 
-    # what each frame saw: sky and far pixels at `far`, pixels without depth not at all
-    seen = torch.where(far, torch.full_like(depth, config.far), depth.to(torch.float32))
-    seen = torch.where(seen > 0, seen, torch.full_like(seen, float("inf")))
-    nearest, points = nearest_points(seen, K, c2w, latent_hw)
+    points = lift_pixels(nearest, index, stride, K, c2w)
     observed = torch.where(torch.isfinite(nearest), nearest, torch.zeros_like(nearest))
     _, cameras = segment_cameras(K, c2w, tuple(depth.shape[1:]), latent_hw, device)
     if history is not None:
