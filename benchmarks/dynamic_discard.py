@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from discard_scenes import FRAME_STEP, FPS, MOTIONS, SIZE, STRIDE, Episode, episode
+from discard_scenes import FRAME_STEP, FPS, MOTIONS, SIZE, STRIDE, Episode, episode, plan
 from mirage_env import ops
 from mirage_env.atomic import write_text
 from mirage_env.geometry import backproject_depth, intrinsics_from_fov, scale_intrinsics
@@ -217,7 +217,7 @@ def main(argv: list[str] | None = None) -> dict:
     rows = []
     for seed in range(first, first + n):
         ep = episode(seed, FRAMES, segments)
-        rows.append({"seed": seed, "kind": ep.scene.kind, "shape": ep.labels[0].shape if ep.labels else None,
+        rows.append({"seed": seed, "kind": ep.scene.kind, "shape": plan(seed)[1],
                      "movers": [label._asdict() for label in ep.labels],
                      "today": run_episode(ep, "today", config), "new": run_episode(ep, "new", config)})
     summary = {method: summarise(rows, method, seed=first) for method in ("today", "new")}
