@@ -1,7 +1,11 @@
 """The memory against the simulator's ground truth, and dynamic-object discard."""
 
 import dataclasses
+import json
 import math
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -271,15 +275,10 @@ def test_grow_follows_continuous_depth_only():
 
 def test_the_discard_benchmark_small_mode(tmp_path):
     """The benchmark's small mode runs both methods on episodes and writes the documented JSON."""
-    import json
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    script = Path(__file__).resolve().parents[1] / "benchmarks" / "dynamic_discard.py"
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "benchmarks", "dynamic_discard.py")
     out = tmp_path / "discard.json"
-    subprocess.run([sys.executable, str(script), "--small", "--scenes", "2", "--out", str(out)], check=True,
-                   capture_output=True, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    subprocess.run([sys.executable, script, "--small", "--scenes", "2", "--out", str(out)], check=True,
+                   capture_output=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     report = json.loads(out.read_text())
     tune, test = report["tune_seeds"], report["report_seeds"]
     assert tune[1] < test[0] or test[1] < tune[0]  # disjoint ranges
