@@ -19,7 +19,7 @@ T* as(Ptr p) {
   return reinterpret_cast<T*>(p);
 }
 
-// Defines project_zbuffer, depth_consistency and segment_fuse on `m`, running on backend `Ops`.
+// Defines project_zbuffer, depth_consistency, segment_fuse and cell_stats on `m`, running on backend `Ops`.
 template <class Ops>
 void def_kernels(py::module_& m) {
   using Launch = typename Ops::Launch;
@@ -65,6 +65,21 @@ void def_kernels(py::module_& m) {
       py::arg("unique_keys"), py::arg("starts"), py::arg("u"), py::arg("order"), py::arg("positions"),
       py::arg("features"), py::arg("c"), py::arg("weights"), py::arg("store_keys"), py::arg("store_slots"),
       py::arg("s"), py::arg("pos_sum"), py::arg("feat_sum"), py::arg("weight_sum"), py::arg("slot"),
+      py::arg(Ops::kLaunchName), Release());
+  m.def(
+      "cell_stats",
+      [](Ptr depth, Ptr sky, int64_t t, int64_t big_h, int64_t big_w, int64_t stride, double far, Ptr mean,
+         Ptr is_far, Ptr nearest, Ptr index, Launch launch) {
+        // the reference compares in float32 and multiplies by float32(1 / stride^2)
+        const double count = stride >= 1 ? static_cast<double>(stride) * static_cast<double>(stride) : 1.0;
+        Ops::cell_stats({as<const float>(depth), as<const uint8_t>(sky), t, big_h, big_w, stride,
+                         static_cast<float>(far), static_cast<float>(1.0 / count), as<float>(mean),
+                         as<uint8_t>(is_far), as<float>(nearest), as<int32_t>(index)},
+                        launch);
+      },
+      "Per-cell mean, far flag, nearest depth and its block index (see mirage_env.ops.reference.cell_stats).",
+      py::arg("depth"), py::arg("sky"), py::arg("t"), py::arg("big_h"), py::arg("big_w"), py::arg("stride"),
+      py::arg("far"), py::arg("mean"), py::arg("is_far"), py::arg("nearest"), py::arg("index"),
       py::arg(Ops::kLaunchName), Release());
 }
 

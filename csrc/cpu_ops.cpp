@@ -184,6 +184,14 @@ void CpuOps::segment_fuse(const FuseArgs& a, int num_threads) {
   }
 }
 
+void CpuOps::cell_stats(const CellArgs& a, int num_threads) {
+  validate(a);
+  const int threads = checked_threads(num_threads, "cell_stats");
+  const int64_t cells = cell_count(a);
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (int64_t cell = 0; cell < cells; ++cell) mirage::cell_stats(a, cell);
+}
+
 bool CpuOps::has_openmp() {
 #ifdef _OPENMP
   return true;

@@ -58,6 +58,11 @@ struct Votes {
   __device__ void operator()(int64_t i) const { depth_votes(a, i); }
 };
 
+struct Cells {
+  CellArgs a;
+  __device__ void operator()(int64_t cell) const { cell_stats(a, cell); }
+};
+
 // One (segment, output column) pair.
 struct Fuse {
   FuseArgs a;
@@ -80,6 +85,11 @@ void CudaOps::depth_consistency(const DepthArgs& a, std::uintptr_t stream) {
 void CudaOps::segment_fuse(const FuseArgs& a, std::uintptr_t stream) {
   validate(a);
   launch("segment_fuse", a.u * fuse_columns(a), stream, Fuse{a});
+}
+
+void CudaOps::cell_stats(const CellArgs& a, std::uintptr_t stream) {
+  validate(a);
+  launch("cell_stats", cell_count(a), stream, Cells{a});
 }
 
 int CudaOps::device_count() {

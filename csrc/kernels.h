@@ -45,6 +45,18 @@ struct DepthArgs {
   int32_t* out;                 // [n, 3]: visible, in_front, behind
 };
 
+struct CellArgs {
+  const float* depth;    // [t, big_h, big_w]
+  const uint8_t* sky;    // [t, big_h, big_w] (bool) or null
+  int64_t t, big_h, big_w, stride;  // cells are stride x stride pixel blocks
+  float far;             // depths above it (or infinite, or sky) are far; far pixels are seen at `far`
+  float inv_count;       // float32(1 / stride^2)
+  float* mean;           // [t, h, w] mean depth of blocks without far or empty pixels, else 0
+  uint8_t* is_far;       // [t, h, w] any far pixel
+  float* nearest;        // [t, h, w] nearest seen depth (+inf where no pixel has depth)
+  int32_t* index;        // [t, h, w] row-major block index of the first nearest pixel (0 where none)
+};
+
 struct FuseArgs {
   const int64_t* unique_keys;  // [u]
   const int64_t* starts;       // [u + 1] segment bounds in the sorted order
@@ -121,6 +133,34 @@ MIRAGE_HD void depth_votes(const DepthArgs& a, int64_t i) {
   a.out[3 * i + 2] = behind;
 }
 
+// Statistics of one cell (flat index over [t, h, w]): its pixels in row-major order, the sum in that order.
+MIRAGE_HD void cell_stats(const CellArgs& a, int64_t cell) {
+  const int64_t h = a.big_h / a.stride, w = a.big_w / a.stride;
+  const int64_t frame = cell / (h * w), row = (cell / w) % h, col = cell % w;
+  float sum = 0.f, best = INFINITY;
+  int32_t best_k = 0;
+  bool any_far = false, complete = true;
+  for (int64_t i = 0; i < a.stride; ++i) {
+    const int64_t at = (frame * a.big_h + row * a.stride + i) * a.big_w + col * a.stride;
+    for (int64_t j = 0; j < a.stride; ++j) {
+      const float d = a.depth[at + j];
+      const bool far = !(d < INFINITY) || d > a.far || (a.sky != nullptr && a.sky[at + j] != 0);
+      const float seen = far ? a.far : d;
+      any_far |= far;
+      complete &= !far && d > 0.f;
+      sum += d;
+      if (seen > 0.f && seen < best) {
+        best = seen;
+        best_k = static_cast<int32_t>(i * a.stride + j);
+      }
+    }
+  }
+  a.mean[cell] = complete ? sum * a.inv_count : 0.f;
+  a.is_far[cell] = any_far;
+  a.nearest[cell] = best;
+  a.index[cell] = best_k;
+}
+
 // Slot of key in the ascending store (first match, as searchsorted), or -1.
 MIRAGE_HD int64_t find_slot(const int64_t* keys, const int64_t* slots, int64_t s, int64_t key) {
   int64_t lo = 0, hi = s;
@@ -172,6 +212,17 @@ inline void validate(const DepthArgs& a) {
                        (a.t == 0 || (a.near_depth && a.far_depth && a.cameras))),
           "depth_consistency", "null data pointer");
 }
+
+inline void validate(const CellArgs& a) {
+  require(a.t >= 0 && a.big_h >= 0 && a.big_w >= 0, "cell_stats", "sizes must be non-negative");
+  require(a.stride >= 1 && a.big_h % a.stride == 0 && a.big_w % a.stride == 0, "cell_stats",
+          "stride must be >= 1 and divide the image size");
+  require(a.stride * a.stride <= INT32_MAX, "cell_stats", "stride * stride must fit in int32");
+  require(a.t * a.big_h * a.big_w == 0 || (a.depth && a.mean && a.is_far && a.nearest && a.index), "cell_stats",
+          "null data pointer");
+}
+
+inline int64_t cell_count(const CellArgs& a) { return a.t * (a.big_h / a.stride) * (a.big_w / a.stride); }
 
 inline void validate(const FuseArgs& a) {
   require(a.u >= 0 && a.c >= 0 && a.s >= 0, "segment_fuse", "sizes must be non-negative");

@@ -15,6 +15,7 @@ struct CpuOps {
   static void project_zbuffer(const ZbufferArgs& a, int num_threads);
   static void depth_consistency(const DepthArgs& a, int num_threads);
   static void segment_fuse(const FuseArgs& a, int num_threads);
+  static void cell_stats(const CellArgs& a, int num_threads);
   static bool has_openmp();
   static int max_threads();
 };
@@ -26,6 +27,7 @@ struct CudaOps {
   static void project_zbuffer(const ZbufferArgs& a, std::uintptr_t stream);
   static void depth_consistency(const DepthArgs& a, std::uintptr_t stream);
   static void segment_fuse(const FuseArgs& a, std::uintptr_t stream);
+  static void cell_stats(const CellArgs& a, std::uintptr_t stream);
   static int device_count();  // 0 when there is no driver or GPU; never throws
 };
 

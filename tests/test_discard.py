@@ -1,7 +1,11 @@
 """The memory against the simulator's ground truth, and dynamic-object discard."""
 
 import dataclasses
+import json
 import math
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -11,7 +15,7 @@ import torch.nn.functional as F
 from mirage_env.geometry import backproject_depth, intrinsics_from_fov, project_points, scale_intrinsics
 from mirage_env.geometry.trajectories import from_velocities
 from mirage_env.memory import LatentSpatialMemory, MemoryConfig
-from mirage_env.memory.discard import DiscardConfig, discard_dynamic
+from mirage_env.memory.discard import DiscardConfig, discard_dynamic, grow
 from mirage_env.sim import Mover, Path, Scene, render, sample_scene, start_pose
 from mirage_env.sim.textures import Material
 
@@ -200,3 +204,88 @@ def test_discard_at_pixel_resolution_pools_to_the_latent_grid():
     assert valid.float().mean() > 0.9
     rel = ((result.cell_depth - small.depth).abs() / small.depth)[valid]
     assert float(np.median(rel.numpy())) < 0.02
+
+
+@pytest.mark.parametrize("seed,kind", [(4, "indoor"), (5, "outdoor"), (6, "indoor")])
+def test_static_geometry_is_never_flagged(seed, kind):
+    """Each cell's nearest pixel is a real surface point, so a static scene contradicts no frame: silhouettes,
+    thin shelf boards and grazing floors included (exact depth, the camera walking and turning)."""
+    scene, pose = static_scene(seed, kind)
+    poses = from_velocities(pose, torch.tensor([[0.04, 0.0, 0.08, math.radians(4.0), 0.0, 0.0]] * 7))
+    big = (96, 96)
+    K_big = intrinsics_from_fov(70.0, big)
+    view = render(scene, K_big, poses, big, supersample=1)
+    result = discard_dynamic(view.depth, K_big.expand(8, 3, 3), poses, HW, sky_mask=view.sky_mask)
+    assert result.stats.kept > 0.5 * result.stats.cells and not result.dynamic.any()
+
+
+def test_history_lets_single_frame_segments_find_movers():
+    """Segments of one frame (the RL world) have no other frame of their own: the previous calls' frames vote."""
+    scene, pose, _ = scene_with_ball(0)
+    view, poses = segment(scene, pose, [0.0, 0.3, 0.6, 0.9])
+    alone, history = [], None
+    for j in range(4):
+        result = discard_dynamic(view.depth[j:j + 1], K[None], poses[j:j + 1], HW, sky_mask=view.sky_mask[j:j + 1],
+                                 history=history)
+        history = result.history
+        alone.append(discard_dynamic(view.depth[j:j + 1], K[None], poses[j:j + 1], HW).dynamic)
+        assert history.depth.shape == (min(j + 1, DiscardConfig().history_frames), *HW)
+        truth = view.dynamic_mask[j]
+        if j:
+            hits = (result.dynamic & truth).sum()
+            assert hits >= 0.8 * truth.sum() and hits >= 0.9 * result.dynamic.sum()
+    assert not torch.stack(alone).any()
+
+
+def test_history_keeps_the_last_frames_and_bad_history_raises_before_eviction():
+    scene, pose, _ = scene_with_ball(0)
+    view, poses = segment(scene, pose, [0.0, 0.3, 0.6, 0.9])
+    config = DiscardConfig(history_frames=3)
+    first = discard_dynamic(view.depth[:2], K.expand(2, 3, 3), poses[:2], HW, config)
+    second = discard_dynamic(view.depth[2:], K.expand(2, 3, 3), poses[2:], HW, config, history=first.history)
+    assert torch.equal(second.history.depth[0], first.history.depth[1]) and second.history.cameras.shape == (3, 16)
+    assert DiscardConfig(history_frames=0) and discard_dynamic(
+        view.depth[:2], K.expand(2, 3, 3), poses[:2], HW, DiscardConfig(history_frames=0)).history.depth.shape[0] == 0
+    memory = memory_of_view(scene, pose)
+    before = len(memory)
+    wrong = first.history._replace(depth=first.history.depth[:, :-1])
+    with pytest.raises(ValueError, match="history"):
+        discard_dynamic(view.depth[2:], K.expand(2, 3, 3), poses[2:], HW, history=wrong, memory=memory)
+    with pytest.raises(TypeError, match="DiscardHistory"):
+        discard_dynamic(view.depth[2:], K.expand(2, 3, 3), poses[2:], HW, history=(1, 2), memory=memory)
+    assert len(memory) == before
+    with pytest.raises(ValueError, match="grow_tolerance"):
+        DiscardConfig(grow_tolerance=1.0)
+    with pytest.raises(ValueError, match="history_frames"):
+        DiscardConfig(history_frames=-1)
+
+
+def test_grow_follows_continuous_depth_only():
+    depth = torch.tensor([[[1.0, 1.01, 1.02, 2.0, 2.0], [1.0, 1.0, 1.0, 1.0, 1.0]]])
+    flags = torch.zeros(1, 2, 5, dtype=torch.bool)
+    flags[0, 0, 0] = True
+    allowed = torch.ones_like(flags)
+    allowed[0, 1, 0] = False
+    one = grow(flags, depth, allowed, 1, 0.03)
+    assert one.tolist() == [[[True, True, False, False, False], [False, False, False, False, False]]]
+    many = grow(flags, depth, allowed, 10, 0.03)  # never across the 1.02 -> 2.0 step, never into a disallowed cell
+    assert many.tolist() == [[[True, True, True, False, False], [False, True, True, True, True]]]
+    assert torch.equal(grow(flags, depth, allowed, 0, 0.03), flags)
+
+
+def test_the_discard_benchmark_small_mode(tmp_path):
+    """The benchmark's small mode runs both methods on episodes and writes the documented JSON."""
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "benchmarks", "dynamic_discard.py")
+    out = tmp_path / "discard.json"
+    subprocess.run([sys.executable, script, "--small", "--scenes", "2", "--out", str(out)], check=True,
+                   capture_output=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    report = json.loads(out.read_text())
+    tune, test = report["tune_seeds"], report["report_seeds"]
+    assert tune[1] < test[0] or test[1] < tune[0]  # disjoint ranges
+    assert report["seeds"] == [test[0], test[0] + 1] and len(report["episodes"]) == 2
+    for method in ("today", "new"):
+        figures = report["summary"][method]["all"]
+        assert set(figures) == {"precision", "recall", "static_kept"}
+        assert figures["recall"]["low"] <= figures["recall"]["value"] <= figures["recall"]["high"]
+        assert report["summary"][method]["ghost_voxels"] >= 0
+    assert report["config"] == DiscardConfig().__dict__

@@ -225,3 +225,55 @@ def test_memory_on_cuda_matches_cpu():
     a, b = cpu.read(K[None], c2w, (12, 16)), gpu.read(K[None].cuda(), c2w.cuda(), (12, 16))
     assert torch.equal(a.mask, b.mask.cpu()) and torch.equal(a.depth, b.depth.cpu())
     assert torch.allclose(a.features, b.features.cpu(), atol=1e-5)
+
+
+def cell_inputs(seed: int, t: int, hw: tuple[int, int]):
+    """Depth with ties (half-metre steps), zeros, infinities, depths beyond far=100 and a random sky mask; the
+    first frame keeps every pixel's depth (complete blocks whatever the stride)."""
+    g = torch.Generator().manual_seed(seed)
+    shape = (t, *hw)
+    depth = torch.randint(1, 8, shape, generator=g).float() * 0.5
+    depth += torch.rand(shape, generator=g) * (torch.rand(shape, generator=g) < 0.5)
+    for value, share in ((float("inf"), 0.1), (0.0, 0.1), (150.0, 0.05), (100.0, 0.05)):
+        depth[1:][torch.rand(shape, generator=g)[1:] < share] = value
+    sky = torch.rand(shape, generator=g) < 0.05
+    sky[0] = False
+    return depth, sky
+
+
+@pytest.mark.parametrize("stride, hw", [(1, (5, 7)), (2, (6, 8)), (3, (9, 12)), (4, (32, 48)), (16, (64, 96))])
+@pytest.mark.parametrize("with_sky", [False, True])
+def test_cell_stats_backends_agree_exactly(stride, hw, with_sky):
+    depth, sky = cell_inputs(stride, 3, hw)
+    results = run_all_backends("cell_stats", depth, sky if with_sky else None, stride, 100.0)
+    expected = results.pop("reference")
+    mean, is_far, nearest, index = expected
+    assert mean.shape == (3, hw[0] // stride, hw[1] // stride) and index.dtype == torch.int32
+    assert bool(is_far.any()) and bool((mean > 0).any()) and (stride == 1 or bool((index > 0).any()))
+    for name, got in results.items():
+        assert all(torch.equal(g, e) for g, e in zip(got, expected)), name
+
+
+def test_cell_stats_rules():
+    depth = torch.tensor([[[2.0, 1.0, 0.0, 0.0], [1.0, 3.0, 0.0, 0.0],
+                           [float("inf"), 4.0, 5.0, 6.0], [200.0, 4.0, 7.0, 8.0]]])
+    sky = torch.zeros(1, 4, 4, dtype=torch.bool)
+    sky[0, 2, 3] = True
+    for name, (mean, is_far, nearest, index) in run_all_backends("cell_stats", depth, sky, 2, 100.0).items():
+        assert mean.tolist() == [[[1.75, 0.0], [0.0, 0.0]]], name  # complete blocks only
+        assert is_far.tolist() == [[[False, False], [True, True]]], name
+        # the first of two nearest pixels; nothing seen; far pixels seen at `far`
+        assert nearest.tolist() == [[[1.0, float("inf")], [4.0, 5.0]]], name
+        assert index.tolist() == [[[1, 0], [1, 0]]], name
+    empty = run_all_backends("cell_stats", torch.zeros(0, 4, 4), None, 2, 100.0)
+    assert all(r[0].shape == (0, 2, 2) for r in empty.values())
+
+
+@needs_cpu_ext
+def test_cell_stats_extension_rejects_bad_sizes():
+    with pytest.raises(ValueError, match="stride"):
+        extension.cell_stats(CPU_EXT, torch.zeros(1, 4, 6), None, 4, 100.0)
+    with pytest.raises(ValueError, match="sky"):
+        extension.cell_stats(CPU_EXT, torch.zeros(1, 4, 4), torch.zeros(1, 2, 2, dtype=torch.bool), 2, 100.0)
+    with pytest.raises(ValueError, match="stride must be >= 1"):
+        CPU_EXT.cell_stats(0, 0, 1, 4, 4, 0, 100.0, 0, 0, 0, 0, 1)

@@ -76,6 +76,21 @@ def test_save_restore_continue_equals_an_uninterrupted_run(model, tmp_path):
     assert all(torch.equal(x, y) for x, y in zip(uninterrupted, resumed))
 
 
+def test_snapshots_carry_the_discard_history_and_load_without_it(model):
+    world = World(model, WorldConfig(), batch_size=1)
+    start(world, 0, 5)
+    world.step(walk(world))
+    state = world.state_dict(0)
+    recent = world.state(0).discard_history
+    assert state["discard_history"]["depth"].shape == (2, *world.latent_hw)  # the reset view and one new frame
+    assert torch.equal(state["discard_history"]["cameras"], recent.cameras)
+    del state["discard_history"]  # a snapshot written before the history existed
+    world.load_state_dict(0, state)
+    assert world.state(0).discard_history is None and "discard_history" not in world.state_dict(0)
+    world.step(walk(world))
+    assert world.state(0).discard_history.depth.shape[0] == 1
+
+
 def test_snapshot_errors(model, tmp_path):
     world = World(model, WorldConfig(), batch_size=1)
     bad = tmp_path / "bad.pt"
@@ -143,6 +158,10 @@ BAD_WORLD_SNAPSHOTS = [
     (_set_keyframes("capacity", lambda c: 0), "within capacity 0"),
     (lambda state: state["memory"].__setitem__("features", _nan(state["memory"]["features"])),
      "memory state features contains NaN"),
+    (_set("discard_history", lambda h: {**h, "depth": h["depth"][:, :2]}), "discard_history depth must have shape"),
+    (_set("discard_history", lambda h: {**h, "cameras": h["cameras"].double()}), "discard_history cameras must be"),
+    (_set("discard_history", lambda h: {**h, "depth": -h["depth"]}), "discard_history depth must be >= 0"),
+    (_set("discard_history", lambda h: {"depth": h["depth"]}), "discard_history must be a dict with keys"),
 ]
 
 

@@ -74,3 +74,12 @@ def segment_fuse(sorted_keys: torch.Tensor, order: torch.Tensor, positions: torc
     if module is None:
         return reference.segment_fuse(sorted_keys, order, positions, features, weights, store_keys, store_slots)
     return extension.segment_fuse(module, sorted_keys, order, positions, features, weights, store_keys, store_slots)
+
+
+def cell_stats(depth: torch.Tensor, sky: torch.Tensor | None, stride: int, far: float):
+    """Per-cell mean depth, far flag, nearest seen depth and its block index of depth maps [T, H, W]; see
+    :func:`mirage_env.ops.reference.cell_stats`."""
+    module = extension_module(depth.device)
+    if module is None:
+        return reference.cell_stats(depth, sky, stride, far)
+    return extension.cell_stats(module, depth, sky, stride, far)

@@ -110,3 +110,26 @@ def segment_fuse(module: ModuleType, sorted_keys: torch.Tensor, order: torch.Ten
                                 store_slots.data_ptr(), store_keys.numel(), pos_sum.data_ptr(),
                                 feat_sum.data_ptr(), weight_sum.data_ptr(), slot.data_ptr(), *_launch_args(device))
     return unique_keys, pos_sum, feat_sum, weight_sum, slot
+
+
+def cell_stats(module: ModuleType, depth: torch.Tensor, sky: torch.Tensor | None, stride: int, far: float):
+    device = depth.device
+    _check("depth", depth, torch.float32, device, 3)
+    if sky is not None:
+        _check("sky", sky, torch.bool, device, 3)
+        if sky.shape != depth.shape:
+            raise ValueError(f"sky must have the shape of depth {tuple(depth.shape)}, got {tuple(sky.shape)}")
+    t, big_h, big_w = depth.shape
+    if stride < 1 or big_h % stride or big_w % stride:
+        raise ValueError(f"stride {stride} must be >= 1 and divide the depth size {big_h}x{big_w}")
+    shape = (t, big_h // stride, big_w // stride)
+    mean = torch.empty(shape, dtype=torch.float32, device=device)
+    is_far = torch.empty(shape, dtype=torch.bool, device=device)
+    nearest = torch.empty(shape, dtype=torch.float32, device=device)
+    index = torch.empty(shape, dtype=torch.int32, device=device)
+    if mean.numel():
+        with _on_device(device):
+            module.cell_stats(depth.data_ptr(), 0 if sky is None else sky.data_ptr(), t, big_h, big_w, stride,
+                              float(far), mean.data_ptr(), is_far.data_ptr(), nearest.data_ptr(), index.data_ptr(),
+                              *_launch_args(device))
+    return mean, is_far, nearest, index

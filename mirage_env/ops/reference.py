@@ -125,6 +125,42 @@ def depth_consistency(
     return counts
 
 
+def cell_stats(depth: torch.Tensor, sky: torch.Tensor | None, stride: int, far: float):
+    """Statistics of every ``stride`` x ``stride`` pixel block (cell) of depth maps [T, H, W] (float32, no NaN).
+
+    A pixel is *far* when its depth is infinite or above ``far`` (compared in float32) or ``sky`` [T, H, W] (bool)
+    marks it; far pixels are *seen* at ``float32(far)``, pixels of depth 0 are not seen. Returns, per cell [T, h, w]:
+
+    * ``mean`` float32: the sum of the block's depths in row-major order times ``float32(1 / stride**2)`` when
+      every pixel has depth and none is far, else 0;
+    * ``is_far`` bool: any pixel is far;
+    * ``nearest`` float32: the smallest seen depth, +inf when no pixel is seen;
+    * ``index`` int32: row-major position in the block of the first pixel seen at ``nearest`` (0 when none).
+    """
+    t, big_h, big_w = depth.shape
+    h, w, n = big_h // stride, big_w // stride, stride * stride
+
+    def blocks(x: torch.Tensor) -> torch.Tensor:
+        return x.reshape(t, h, stride, w, stride).permute(0, 1, 3, 2, 4).reshape(t, h, w, n)
+
+    values = blocks(depth)
+    limit = torch.tensor(far, dtype=torch.float32)
+    is_far = ~(values < float("inf")) | (values > limit)
+    if sky is not None:
+        is_far |= blocks(sky)
+    seen = torch.where(is_far, limit, values)
+    seen = torch.where(seen > 0, seen, torch.full_like(seen, float("inf")))
+    nearest = seen.amin(dim=-1)
+    position = torch.arange(n, dtype=torch.int32, device=depth.device)
+    index = torch.where(seen == nearest[..., None], position, torch.full_like(position, n)).amin(dim=-1)
+    total = torch.zeros((t, h, w), dtype=torch.float32, device=depth.device)
+    for k in range(n):
+        total = total + values[..., k]
+    complete = (~is_far & (values > 0)).all(dim=-1)
+    mean = torch.where(complete, total * float(torch.tensor(1.0 / n, dtype=torch.float32)), torch.zeros_like(total))
+    return mean, is_far.any(dim=-1), nearest, index
+
+
 def segment_fuse(
     sorted_keys: torch.Tensor,
     order: torch.Tensor,

@@ -51,6 +51,22 @@ def check_world_snapshot(state: Any, latent_shape: tuple[int, int, int]) -> None
         _float_tensor(f"history[{i}]", latent, (c, h, w))
         _index(f"history_frames[{i}]", index, frame)
     check_keyframes(state["keyframes"], latent_shape, frame)
+    if "discard_history" in state:  # optional: snapshots written before it load with an empty one
+        check_discard_history(state["discard_history"], (h, w))
+
+
+def check_discard_history(state: Any, latent_hw: tuple[int, int]) -> None:
+    """``{"depth": float32 [P, h, w] >= 0, "cameras": float32 [P, 16]}``, finite (the discard's recent frames)."""
+    if not isinstance(state, dict) or set(state) != {"depth", "cameras"}:
+        raise ValueError("world snapshot discard_history must be a dict with keys 'depth' and 'cameras'")
+    depth, cameras = state["depth"], state["cameras"]
+    frames = depth.shape[0] if isinstance(depth, torch.Tensor) and depth.dim() == 3 else None
+    for name, x, shape in (("depth", depth, (frames, *latent_hw)), ("cameras", cameras, (frames, 16))):
+        if not isinstance(x, torch.Tensor) or x.dtype != torch.float32:
+            raise ValueError(f"world snapshot discard_history {name} must be a float32 tensor")
+        _float_tensor(f"discard_history {name}", x, shape)
+    if bool((depth < 0).any()):
+        raise ValueError("world snapshot discard_history depth must be >= 0")
 
 
 def check_keyframes(state: Any, latent_shape: tuple[int, int, int], frame: int) -> None:

@@ -24,7 +24,7 @@ from mirage_env.geometry.camera import backproject_depth, intrinsics_from_fov, s
 from mirage_env.geometry.checks import check_float, check_intrinsics, check_poses, check_shape
 from mirage_env.memory import LatentSpatialMemory, MemoryConfig, MemoryRead
 from mirage_env.memory.append_only import AppendOnlyLatentMemory
-from mirage_env.memory.discard import DiscardConfig, DiscardStats, discard_dynamic
+from mirage_env.memory.discard import DiscardConfig, DiscardHistory, DiscardStats, discard_dynamic
 from mirage_env.memory.latent_memory import MAX_CAPACITY, MEMORY_DTYPES
 from mirage_env.memory.rgb_cache import RgbCacheConfig, RgbPointCache
 from mirage_env.memory.voxels import pack_voxel_keys, voxel_coords
@@ -226,6 +226,7 @@ class _State:
     history_frames: list[int]
     keyframes: KeyframeStore
     depth: DepthProvider
+    discard_history: DiscardHistory | None = None  # recent frames the next discard compares with
 
 
 def _timed(timings: StepTimings, stage: str):
@@ -421,7 +422,8 @@ class World:
         with _timed(timings, "discard"):
             evicting = state.memory if self.config.memory == "latent" else None
             result = discard_dynamic(depth, K, poses, self.latent_hw, self.config.discard, dynamic_mask=dynamic_mask,
-                                     memory=evicting)
+                                     memory=evicting, history=state.discard_history)
+            state.discard_history = result.history
         with _timed(timings, "write"):
             K_latent = scale_intrinsics(K, self.config.image_hw, self.latent_hw)
             if rgb:
@@ -454,12 +456,13 @@ class World:
     def state_dict(self, index: int) -> dict:
         """Everything world ``index`` needs to continue exactly: memory, camera, history, keyframes, RNG."""
         s = self.state(index)
+        recent = {} if s.discard_history is None else {"discard_history": s.discard_history._asdict()}
         return {
             "format": SNAPSHOT_FORMAT, "version": SNAPSHOT_VERSION,
             "memory": s.memory.state_dict(), "K": s.K, "pose": s.pose, "frame": s.frame,
             "generator": s.generator.get_state(), "first_latent": s.first_latent,
             "history": list(s.history), "history_frames": list(s.history_frames),
-            "keyframes": s.keyframes.state_dict(),
+            "keyframes": s.keyframes.state_dict(), **recent,
         }
 
     def load_state_dict(self, index: int, state: dict, depth: DepthProvider | None = None) -> None:
@@ -478,7 +481,8 @@ class World:
         self._states[index] = _State(memory, state["K"].to(torch.float64), state["pose"].to(torch.float64),
                                      int(state["frame"]), generator, state["first_latent"], list(state["history"]),
                                      [int(f) for f in state["history_frames"]],
-                                     KeyframeStore.from_state_dict(state["keyframes"]), provider)
+                                     KeyframeStore.from_state_dict(state["keyframes"]), provider,
+                                     DiscardHistory(**state["discard_history"]) if "discard_history" in state else None)
 
     def save(self, index: int, path: str | Path) -> None:
         """Write world ``index`` to ``path`` atomically (torch.save of :meth:`state_dict`; tensors, lists and ints
