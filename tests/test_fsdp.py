@@ -2,10 +2,14 @@
 FSDP without GPUs, so the trainer shards with torch's fully_shard itself): it trains what one process trains on the
 same global batch, a killed run resumes bit-identically, and its checkpoints are the one-process format both ways."""
 
+from types import SimpleNamespace
+
 import pytest
 import torch
+from accelerate import DistributedType
 from test_accelerate import CONFIGS, checkpoint, launch, regression_trainer
 
+from mirage_env.train import trainer as trainer_module
 from mirage_env.train.trainer import read_metrics
 
 FSDP = {"config": CONFIGS / "fsdp.yaml", "options": ("--fsdp_transformer_layer_cls_to_wrap", "Linear")}
@@ -20,14 +24,14 @@ def launch_fsdp(out, **kwargs):
 
 def test_the_shipped_fsdp_config_makes_one_shard_unit_per_block_of_the_world_model():
     """accelerate's wrap policy, with the shipped config's class names, on the tiny world model."""
-    import yaml
     from accelerate import FullyShardedDataParallelPlugin
     from accelerate.utils.fsdp_utils import fsdp2_prepare_auto_wrap_policy
 
     from mirage_env.models.wan import from_preset
 
-    fsdp = yaml.safe_load((CONFIGS / "fsdp.yaml").read_text())["fsdp_config"]
-    assert fsdp["fsdp_version"] == 2
+    lines = [line.strip().split(": ", 1) for line in (CONFIGS / "fsdp.yaml").read_text().splitlines()]
+    fsdp = {line[0]: line[1] for line in lines if len(line) == 2 and line[0].startswith("fsdp_")}  # YAML's flat keys
+    assert fsdp["fsdp_version"] == "2"
     model = from_preset("tiny", random_weights=True)
     plugin = FullyShardedDataParallelPlugin(fsdp_version=2, auto_wrap_policy=fsdp["fsdp_auto_wrap_policy"],
                                             transformer_cls_names_to_wrap=fsdp["fsdp_transformer_layer_cls_to_wrap"])
@@ -95,3 +99,24 @@ def test_fsdp_and_one_process_resume_each_others_checkpoints(tmp_path):
         assert state["step"] == 6
         for name in straight:
             torch.testing.assert_close(weights[name], straight[name], rtol=1e-5, atol=1e-6)
+
+
+def test_the_recipe_refuses_an_fsdp_launch_before_it_writes(tmp_path, monkeypatch, capsys):
+    from mirage_env.cli import main
+
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "vae", "--out", str(tmp_path / "run")])
+    assert exit_info.value.code == 2
+    assert "launch them with one process or DDP" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("engine, fsdp2, message", [(DistributedType.DEEPSPEED, False, "DeepSpeed's sharded"),
+                                                    (DistributedType.FSDP, False, "set fsdp_version: 2")])
+def test_deepspeed_and_fsdp1_are_refused_before_training(tmp_path, monkeypatch, engine, fsdp2, message):
+    accelerator = SimpleNamespace(distributed_type=engine, is_fsdp2=fsdp2, device=torch.device("cpu"))
+    monkeypatch.setattr(trainer_module, "training_accelerator", lambda precision, cpu: accelerator)
+    with pytest.raises(ValueError, match=message):
+        regression_trainer(tmp_path / "run")
+    assert not (tmp_path / "run").exists()
