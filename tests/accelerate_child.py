@@ -1,5 +1,5 @@
 """Child of test_accelerate.py, run by ``accelerate launch``: trains its small regression network with the
-global batch split over the launched processes.
+global batch split over the launched processes, then prints the local shapes of its sharded (FSDP) parameters.
 
     accelerate launch ... tests/accelerate_child.py OUT_DIR ACCUMULATION DROPOUT KILL_AT RESUME
 
@@ -18,6 +18,8 @@ def main() -> None:
 
     trainer = test_accelerate.regression_trainer(Path(out), int(accumulation), float(dropout), int(kill_at) or None)
     trainer.run(resume=resume == "1", progress=False)
+    shards = {name: tuple(p.to_local().shape) for name, p in trainer.params.items() if hasattr(p, "to_local")}
+    print(f"process {trainer.accelerator.process_index} sharded: {shards}")
 
 
 if __name__ == "__main__":

@@ -18,7 +18,8 @@ from safetensors.torch import load_file
 from mirage_env.train.trainer import Shard, TrainConfig, Trainer, read_metrics
 
 CHILD = Path(__file__).resolve().parent / "accelerate_child.py"
-DDP_CONFIG = Path(__file__).resolve().parents[1] / "mirage_env" / "train" / "accelerate_configs" / "ddp.yaml"
+CONFIGS = Path(__file__).resolve().parents[1] / "mirage_env" / "train" / "accelerate_configs"
+DDP_CONFIG = CONFIGS / "ddp.yaml"
 GLOBAL_BATCH = 8
 
 
@@ -53,14 +54,15 @@ def regression_trainer(out: Path, accumulation: int = 1, dropout: float = 0.0, k
     return Trainer(module, loss, config, out)
 
 
-def launch(out: Path, accumulation: int = 1, dropout: float = 0.0, kill_at: int = 0,
-           resume: bool = False) -> subprocess.CompletedProcess:
-    """Run ``accelerate_child.py`` on 2 CPU processes with the shipped DDP config (torchrun; gloo on CPU)."""
+def launch(out: Path, accumulation: int = 1, dropout: float = 0.0, kill_at: int = 0, resume: bool = False,
+           config: Path = DDP_CONFIG, options: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    """Run ``accelerate_child.py`` on 2 CPU processes with a shipped config (default DDP; torchrun, gloo on CPU)
+    and extra launcher ``options``."""
     with socket.socket() as free:
         free.bind(("127.0.0.1", 0))
         port = free.getsockname()[1]
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(DDP_CONFIG),
-               "--num_processes", "2", "--mixed_precision", "no", "--main_process_port", str(port),
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config),
+               "--num_processes", "2", "--mixed_precision", "no", "--main_process_port", str(port), *options,
                str(CHILD), str(out), str(accumulation), str(dropout), str(kill_at), str(int(resume))]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "",
            "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")])}

@@ -30,6 +30,7 @@ from mirage_env.train.discriminator import PatchDiscriminator
 from mirage_env.train.parallel import WorkerPool
 from mirage_env.train.real_data import RealClips
 from mirage_env.train.segments import SegmentData, SegmentPool, flow_loss_fn, model_on_vae, simulator_clips
+from mirage_env.train.sharding import fsdp_launched
 from mirage_env.train.stages import enable_gradient_checkpointing, prepare_stage
 from mirage_env.train.trainer import PRECISIONS, TrainConfig, Trainer, log_summary
 from mirage_env.train.vae import (
@@ -140,6 +141,10 @@ def run_recipe(args: argparse.Namespace) -> dict:
                                     batch_size=args.batch_size, scenes=args.scenes))
     if args.gradient_accumulation < 1:
         raise ValueError(f"--gradient-accumulation must be >= 1, got {args.gradient_accumulation}")
+    if fsdp_launched():
+        raise ValueError("the recipes evaluate and save whole models between stages, which FSDP's sharded parameters "
+                         "are not: launch them with one process or DDP (accelerate_configs/ddp.yaml); FSDP is for "
+                         "Trainer on models too big for one device")
     processes = PartialState(cpu=torch.device(args.device).type == "cpu").num_processes  # accelerate launch's
     device = process_device(args.device)
     precision = args.precision or launcher_precision()

@@ -1,6 +1,6 @@
 """A small, resumable training loop on Hugging Face ``accelerate``: AdamW on fp32 master weights, mixed precision
 (bf16 or fp16 autocast), gradient accumulation, gradient clipping, warm-up + cosine learning rate, data-parallel
-processes (DDP, ``accelerate launch``), atomic safetensors checkpoints with a JSON state, a CSV metrics log,
+processes (DDP or FSDP2, ``accelerate launch``), atomic safetensors checkpoints with a JSON state, a CSV metrics log,
 TensorBoard scalars and a progress bar.
 
 Data parallelism: every step's global batch is split into ``processes x gradient_accumulation`` equal
@@ -8,6 +8,11 @@ Data parallelism: every step's global batch is split into ``processes x gradient
 gradients over processes. Every process draws the whole global batch's randomness from the same generator state
 and computes only its shard's rows, so N processes train what one process with the same global batch trains (to
 float tolerance). Only the main process writes files.
+
+Fully sharded (FSDP2: an accelerate FSDP config): each process holds a slice of every parameter and AdamW moment.
+accelerate shards the module on GPUs; on CPU processes (gloo), where accelerate has no FSDP, the trainer shards it
+itself with the launcher's settings (:func:`mirage_env.train.sharding.shard_blocks`). Checkpoints gather the whole
+tensors into the same files, so a checkpoint resumes under any engine and process count.
 
 Checkpoint layout (``out_dir/checkpoint/``, one folder switched in atomically by :func:`mirage_env.atomic.atomic_dir`,
 so a kill at any point leaves the previous checkpoint or the new one, whole): ``weights.safetensors`` (the trained
@@ -36,19 +41,21 @@ import torch
 from accelerate import Accelerator, DistributedDataParallelKwargs, DistributedType
 from accelerate.state import AcceleratorState
 from accelerate.utils import broadcast, gather_object
-from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+from safetensors.torch import save_file
 from torch import nn
 from tqdm import tqdm
 
 from mirage_env.atomic import atomic_dir, recover_dir, remove_temps, write_text
+from mirage_env.train.sharding import fsdp_launched, full_tensor, gradient_sync_off, shard_blocks, shard_like
 
 METRICS_FIELDS = ("step", "loss", "lr", "seconds")
 
 PRECISIONS = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
 """``TrainConfig.precision`` -> accelerate's ``mixed_precision``."""
 
-DATA_PARALLEL = (DistributedType.NO, DistributedType.MULTI_CPU, DistributedType.MULTI_GPU)
-"""The accelerate engines the trainer checkpoints: every process holds all parameters and optimizer moments."""
+ENGINES = (DistributedType.NO, DistributedType.MULTI_CPU, DistributedType.MULTI_GPU, DistributedType.FSDP)
+"""The accelerate engines the trainer runs: one process, DDP and FSDP2 (not DeepSpeed)."""
 
 
 @dataclass(frozen=True)
@@ -142,6 +149,18 @@ def learning_rate(step: int, config: TrainConfig, time_used: float = 0.0) -> flo
     return config.lr * (0.1 + 0.45 * (1 + math.cos(math.pi * min(progress, 1.0))))
 
 
+def trainable_parameters(module: nn.Module) -> dict[str, nn.Parameter]:
+    """The parameters of ``module`` that require grad, by name; raises ValueError when there are none or one is not
+    float32 (the master weights)."""
+    params = {name: p for name, p in module.named_parameters() if p.requires_grad}
+    if not params:
+        raise ValueError("the module has no trainable parameters")
+    for name, p in params.items():
+        if p.dtype != torch.float32:
+            raise ValueError(f"trainable parameter {name} is {p.dtype}; master weights must be float32")
+    return params
+
+
 class Trainer:
     """Train the parameters of ``module`` that require grad on ``loss_fn``, checkpointing into ``out_dir``.
 
@@ -155,23 +174,30 @@ class Trainer:
         self.loss_fn = loss_fn
         self.config = config
         self.out_dir = Path(out_dir)
-        self.params = {name: p for name, p in module.named_parameters() if p.requires_grad}
-        if not self.params:
-            raise ValueError("the module has no trainable parameters")
-        for name, p in self.params.items():
-            if p.dtype != torch.float32:
-                raise ValueError(f"trainable parameter {name} is {p.dtype}; master weights must be float32")
+        self.params = trainable_parameters(module)
         device = next(iter(self.params.values())).device
         self.accelerator = training_accelerator(config.precision, device.type == "cpu")
-        if self.accelerator.distributed_type not in DATA_PARALLEL:
-            raise ValueError(f"accelerate runs {self.accelerator.distributed_type}; the trainer's checkpoints need "
-                             "every process to hold all parameters (one process, DDP)")
+        engine = self.accelerator.distributed_type
+        if engine not in ENGINES:
+            raise ValueError(f"accelerate runs {engine}; the trainer runs one process, DDP or FSDP2 (DeepSpeed's "
+                             "sharded checkpoints are not supported: use an FSDP config)")
+        if engine == DistributedType.FSDP and not self.accelerator.is_fsdp2:
+            raise ValueError("accelerate runs FSDP1; the trainer shards with FSDP2 only: set fsdp_version: 2")
         if device.type != "cpu" and device != self.accelerator.device:
             raise ValueError(f"the module is on {device}, but this process trains on {self.accelerator.device}")
+        loss_module = LossModule(module, loss_fn)
+        # accelerate has FSDP only for accelerator devices: CPU processes launched with an FSDP config shard here
+        self.shards_itself = engine == DistributedType.MULTI_CPU and fsdp_launched()
+        if self.shards_itself:
+            shard_blocks(loss_module)
+            self.params = trainable_parameters(module)
         self.optimizer = torch.optim.AdamW(list(self.params.values()), lr=config.lr, betas=config.betas,
                                            weight_decay=config.weight_decay)
-        self.loss_module, self.prepared_optimizer = self.accelerator.prepare(LossModule(module, loss_fn),
-                                                                             self.optimizer)
+        if self.shards_itself:
+            self.loss_module, self.prepared_optimizer = loss_module, self.accelerator.prepare(self.optimizer)
+        else:
+            self.loss_module, self.prepared_optimizer = self.accelerator.prepare(loss_module, self.optimizer)
+        self.params = trainable_parameters(module)  # FSDP swaps the parameters for sharded ones
         self.generator = torch.Generator().manual_seed(config.seed)
         self.step = 0
         self.rows: list[dict] = []  # every logged row up to ``step``, over all runs of this out_dir
@@ -197,12 +223,14 @@ class Trainer:
         """Write weights, optimizer moments and state as one checkpoint folder, switched in atomically (the main
         process writes; every process gives its RNG states)."""
         rng_by_process = gather_object([{d: rng.tolist() for d, rng in self._global_rng_states().items()}])
+        weights, moments = {}, {}
+        for name, p in self.params.items():  # every process gathers sharded tensors; the main one keeps them
+            tensors = {name: p} | {f"{name}::{key}": v for key, v in self.optimizer.state.get(p, {}).items()}
+            for key, tensor in tensors.items():
+                whole = full_tensor(tensor.detach())
+                if self.is_main:
+                    (weights if key == name else moments)[key] = whole.contiguous().cpu()
         if self.is_main:
-            weights = {n: p.detach().contiguous().cpu() for n, p in self.params.items()}
-            moments = {}
-            for name, p in self.params.items():
-                for key, value in self.optimizer.state.get(p, {}).items():
-                    moments[f"{name}::{key}"] = value.detach().reshape(value.shape).contiguous().cpu()
             state = {"step": self.step, "config": asdict(self.config),
                      "generator": self.generator.get_state().tolist(), "global_rng": rng_by_process[0]}
             if len(rng_by_process) > 1:
@@ -223,26 +251,31 @@ class Trainer:
 
     def load_checkpoint(self) -> None:
         """Restore weights, optimizer moments, step, generator and RNG states from ``out_dir/checkpoint`` and the
-        metrics rows up to its step; a missing or corrupt file raises ValueError naming it (nothing changed)."""
+        metrics rows up to its step; a missing or corrupt file raises ValueError naming it (nothing changed).
+        Every process reads the tensors one at a time from the memory-mapped files and keeps its slice of sharded
+        ones."""
         folder = self.checkpoint_dir
         self._recover()
-        weights = _read(folder / "weights.safetensors", lambda path: load_file(str(path)))
-        moments = _read(folder / "optimizer.safetensors", lambda path: load_file(str(path)))
+        weights = _read(folder / "weights.safetensors", _open_safetensors)
+        moments = _read(folder / "optimizer.safetensors", _open_safetensors)
         state = _read(folder / "state.json", lambda path: _check_state(json.loads(path.read_text())))
-        missing = sorted(set(self.params) - set(weights))
+        missing = sorted(set(self.params) - set(weights.keys()))
         if missing:
             raise ValueError(f"{folder}: checkpoint lacks parameters {missing[:5]}")
-        misshapen = [n for n, p in self.params.items() if weights[n].shape != p.shape]
+        misshapen = [n for n, p in self.params.items() if list(weights.get_slice(n).get_shape()) != list(p.shape)]
         if misshapen:
             raise ValueError(f"{folder}: checkpoint parameters {misshapen[:5]} have other shapes than the module's")
         rows = _read(self.metrics_path, read_metrics) if self.metrics_path.exists() else []
         with torch.no_grad():
             for name, p in self.params.items():
-                p.copy_(weights[name])
+                p.copy_(shard_like(weights.get_tensor(name), p))
+        moment_keys: dict[str, list[str]] = {}
+        for key in moments.keys():
+            moment_keys.setdefault(key.split("::", 1)[0], []).append(key)
         for name, p in self.params.items():
-            entries = {key.split("::", 1)[1]: v for key, v in moments.items() if key.split("::", 1)[0] == name}
-            if entries:
-                self.optimizer.state[p] = {k: v.to(p.device) for k, v in entries.items()}
+            if name in moment_keys:
+                self.optimizer.state[p] = {key.split("::", 1)[1]: shard_like(moments.get_tensor(key), p)
+                                           for key in moment_keys[name]}
         self.step = int(state["step"])
         self.generator.set_state(torch.tensor(state["generator"], dtype=torch.uint8))
         self.rows = [row for row in rows if row["step"] <= self.step]
@@ -327,6 +360,16 @@ class Trainer:
         used = torch.tensor([(time.perf_counter() - start) / self.config.max_seconds], dtype=torch.float64)
         return float(broadcast(used.to(self.accelerator.device))[0])
 
+    def _no_sync(self) -> contextlib.AbstractContextManager:
+        """Backward passes that accumulate gradients without reducing them over the processes."""
+        if self.shards_itself:  # accelerate's no_sync knows FSDP2 only when accelerate sharded the module
+            return gradient_sync_off(self.loss_module)
+        return self.accelerator.no_sync(self.loss_module)
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        """Mixed precision for a module the trainer sharded itself (accelerate's prepare adds it to the others)."""
+        return self.accelerator.autocast() if self.shards_itself else contextlib.nullcontext()
+
     def _forward_backward(self) -> torch.Tensor:
         """Forward and backward of this process's shards of the step's batch; returns the batch's mean loss over
         all processes."""
@@ -338,8 +381,9 @@ class Trainer:
         for micro in range(accumulation):
             self.generator.set_state(start_state)  # every shard sees the same global batch
             syncing = micro == accumulation - 1
-            with contextlib.nullcontext() if syncing else self.accelerator.no_sync(self.loss_module):
-                loss = self.loss_module(self.step, self.generator, Shard(first_shard + micro, shards))
+            with contextlib.nullcontext() if syncing else self._no_sync():
+                with self._autocast():
+                    loss = self.loss_module(self.step, self.generator, Shard(first_shard + micro, shards))
                 self.accelerator.backward(loss / accumulation)
             total = total + loss.detach()
         return self.accelerator.reduce(total / accumulation, "mean")
@@ -382,6 +426,11 @@ def _read(path: Path, reader: Callable[[Path], object]):
         return reader(path)
     except Exception as error:  # missing, truncated or foreign files raise many types
         raise ValueError(f"{path}: cannot resume from this checkpoint ({type(error).__name__}: {error})") from error
+
+
+def _open_safetensors(path: Path):
+    """A lazy reader of a safetensors file (its header checked now, tensors read on ``get_tensor``)."""
+    return safe_open(str(path), framework="pt", device="cpu")
 
 
 def _check_state(state: dict) -> dict:
