@@ -74,6 +74,15 @@ def checkpoint(out: Path) -> tuple[dict, dict]:
         (out / "checkpoint" / "state.json").read_text())
 
 
+def assert_trained_alike(one: Path, two: Path) -> None:
+    """Two runs' checkpointed weights and logged losses agree to float tolerance."""
+    weights = [checkpoint(out)[0] for out in (one, two)]
+    for name in weights[0]:
+        torch.testing.assert_close(weights[1][name], weights[0][name], rtol=1e-5, atol=1e-6)
+    losses = [[r["loss"] for r in read_metrics(out / "metrics.csv")] for out in (one, two)]
+    torch.testing.assert_close(torch.tensor(losses[1]), torch.tensor(losses[0]), rtol=1e-5, atol=1e-7)
+
+
 def test_accumulation_steps_train_what_one_batch_trains(tmp_path):
     one, four = regression_trainer(tmp_path / "one"), regression_trainer(tmp_path / "four", accumulation=4)
     one.run(progress=False)
@@ -108,14 +117,11 @@ def test_two_processes_train_what_one_process_trains_on_the_same_global_batch(tm
     regression_trainer(tmp_path / "one").run(progress=False)
     run = launch(tmp_path / "two", accumulation=2)
     assert run.returncode == 0, run.stderr[-3000:]
-    (one, _), (two, state) = checkpoint(tmp_path / "one"), checkpoint(tmp_path / "two")
+    (one, _), state = checkpoint(tmp_path / "one"), checkpoint(tmp_path / "two")[1]
     assert len(state["global_rng_by_process"]) == 2  # it did run on two processes
     assert state["step"] == 6 and not all(torch.equal(one[n], regression_trainer(tmp_path / "x").params[n])
                                           for n in one)  # it trained
-    for name in one:
-        torch.testing.assert_close(two[name], one[name], rtol=1e-5, atol=1e-6)
-    losses = [[r["loss"] for r in read_metrics(tmp_path / run / "metrics.csv")] for run in ("one", "two")]
-    torch.testing.assert_close(torch.tensor(losses[1]), torch.tensor(losses[0]), rtol=1e-5, atol=1e-7)
+    assert_trained_alike(tmp_path / "one", tmp_path / "two")
 
 
 @pytest.mark.slow
