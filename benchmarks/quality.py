@@ -13,6 +13,7 @@ interval over scenes. Prints Markdown tables and writes ``benchmarks/results/qua
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -82,12 +83,15 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--steps", type=int, default=24)
     parser.add_argument("--paths", nargs="+", choices=PATHS, default=list(PATHS))
     parser.add_argument("--sheet-scenes", type=int, default=4, help="scenes of the walk on the contact sheet")
+    parser.add_argument("--denoise-steps", type=int, default=WorldConfig.num_steps,
+                        help="denoising steps per segment (default: the env's)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=RESULTS / "quality.json")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     model = from_preset("tiny", args.weights, fuse_lora=True)
-    world, zeroed = World(model, WorldConfig()), World(model, WorldConfig(zero_memory=True))
+    config = WorldConfig(num_steps=args.denoise_steps)
+    world, zeroed = World(model, config), World(model, dataclasses.replace(config, zero_memory=True))
     seeds = range(args.first_scene, args.first_scene + args.scenes)
     ranges = [(a, min(b, args.steps)) for a, b in RANGES if a <= args.steps]
     results, sheet, start = {}, [], time.perf_counter()
@@ -98,6 +102,7 @@ def main(argv: list[str] | None = None) -> dict:
             for e in episodes[: args.sheet_scenes]:
                 sheet += [e.frames["truth"], e.frames["generated"], e.frames["zeroed"]]
     report = {"weights": str(args.weights or "shipped tiny"), "scenes": list(seeds), "steps": args.steps,
+              "denoise_steps": args.denoise_steps,
               "threads": args.threads, "seconds": round(time.perf_counter() - start, 1), "results": results}
     write_text(args.out, json.dumps(report, indent=2))
     if sheet:
