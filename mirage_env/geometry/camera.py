@@ -63,9 +63,15 @@ def camera_rays(K: torch.Tensor, c2w: torch.Tensor, hw: tuple[int, int]) -> tupl
     """
     check_intrinsics(K)
     check_poses(c2w)
+    return pixel_rays(K, c2w, *pixel_grid(*hw, device=K.device))
+
+
+def pixel_rays(K: torch.Tensor, c2w: torch.Tensor, u: torch.Tensor,
+               v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """World-space ray origins [B, 3] and directions [B, h, w, 3] (unit z in the camera frame) through the pixel
+    coordinates ``u``, ``v`` ([h, w], or [B, h, w] for a pixel per camera); inputs are not checked."""
     K = K.reshape(-1, 3, 3).to(torch.float64)
     c2w = c2w.reshape(-1, 4, 4).to(torch.float64)
-    u, v = pixel_grid(*hw, device=K.device)
     fx, fy = K[:, 0, 0, None, None], K[:, 1, 1, None, None]
     cx, cy, skew = K[:, 0, 2, None, None], K[:, 1, 2, None, None], K[:, 0, 1, None, None]
     y = (v - cy) / fy

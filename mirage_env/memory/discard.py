@@ -29,7 +29,7 @@ from typing import NamedTuple
 import torch
 
 from mirage_env import ops
-from mirage_env.geometry.camera import pack_cameras, scale_intrinsics
+from mirage_env.geometry.camera import pack_cameras, pixel_rays, scale_intrinsics
 from mirage_env.geometry.checks import check_float, check_intrinsics, check_poses, check_shape
 from mirage_env.memory.latent_memory import LatentSpatialMemory
 
@@ -146,13 +146,8 @@ def lift_pixels(depth: torch.Tensor, index: torch.Tensor, stride: int, K: torch.
     index = index.to(torch.int64)
     rows = torch.arange(h, device=depth.device)[:, None] * stride + index // stride
     cols = torch.arange(w, device=depth.device) * stride + index % stride
-    K, c2w = K.to(torch.float64), c2w.to(torch.float64)
-    fx, fy = K[:, 0, 0, None, None], K[:, 1, 1, None, None]
-    cx, cy, skew = K[:, 0, 2, None, None], K[:, 1, 2, None, None], K[:, 0, 1, None, None]
-    y = (rows - cy) / fy
-    x = (cols - cx - skew * y) / fx
-    local = torch.stack([x, y, torch.ones_like(x)], dim=-1) * depth[..., None].to(torch.float64)
-    points = torch.einsum("tij,thwj->thwi", c2w[:, :3, :3], local) + c2w[:, None, None, :3, 3]
+    origins, directions = pixel_rays(K, c2w, cols.to(torch.float64), rows.to(torch.float64))
+    points = origins[:, None, None, :] + depth[..., None].to(torch.float64) * directions
     return points.to(torch.float32)
 
 
