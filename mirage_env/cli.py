@@ -215,7 +215,10 @@ def build_parser() -> argparse.ArgumentParser:
     play.set_defaults(run=_play, drive="keys", steps=1, poses=None)
     train = commands.add_parser("train", help="train the tiny preset on simulator or real data "
                                               "(see mirage_env.train.recipes)")
-    train.add_argument("recipe", choices=("vae", "tiny"), help="vae: the VAE only; tiny: VAE, DiT, add-on, LoRA")
+    train.add_argument("recipe", choices=("vae", "tiny", "decoder"),
+                       help="vae: the VAE only; tiny: VAE, DiT, add-on, LoRA, decoder; decoder: fine-tune the decoder "
+                            "of a trained world model (--weights) on its own generated latents")
+    train.add_argument("--weights", type=Path, help="the trained world model the decoder recipe fine-tunes")
     train.add_argument("--out", type=Path, default=Path("runs/tiny"))
     train.add_argument("--vae", type=Path, help="a trained VAE folder (skips VAE training)")
     train.add_argument("--vae-steps", type=int, default=3500)
@@ -223,6 +226,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--dit-steps", type=int, default=9000)
     train.add_argument("--addon-steps", type=int, default=1500)
     train.add_argument("--lora-steps", type=int, default=500)
+    train.add_argument("--decoder-steps", type=int, default=0,
+                       help="decoder fine-tuning steps on the world model's generated latents (0: none)")
+    train.add_argument("--decoder-rollouts", type=int, help="rollouts the decoder stage learns from")
     train.add_argument("--context-noise", type=float, help="largest sigma of the noise mixed into a sample's clean "
                                                            "context (default: SegmentData's)")
     train.add_argument("--context-swap", type=float, help="probability that a sample's first and preceding latents "
@@ -238,7 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="weight of the VAE decoder's patch-critic loss (0: none)")
     train.add_argument("--adversarial-start", type=float, default=0.5,
                        help="fraction of the VAE steps after which the critic joins")
-    for stage in ("vae", "dit", "addon", "lora"):
+    for stage in ("vae", "dit", "addon", "lora", "decoder"):
         train.add_argument(f"--{stage}-minutes", type=float, help=f"time limit of the {stage} stage")
     train.add_argument("--device", default="cpu", help="where to train (cpu, cuda)")
     train.add_argument("--precision", choices=("fp32", "bf16", "fp16"),

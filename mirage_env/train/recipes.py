@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import time
 from pathlib import Path
 
 import torch
@@ -26,13 +25,14 @@ from accelerate import PartialState
 from mirage_env.atomic import atomic_dir, write_text
 from mirage_env.models.presets import build_vae, load_preset
 from mirage_env.train.clips import ClipSource, SimulatorClips
+from mirage_env.train.decoder import DecoderData, train_decoder
 from mirage_env.train.discriminator import PatchDiscriminator
 from mirage_env.train.parallel import WorkerPool
 from mirage_env.train.real_data import RealClips
 from mirage_env.train.segments import SegmentData, SegmentPool, flow_loss_fn, model_on_vae, simulator_clips
 from mirage_env.train.sharding import fsdp_launched
 from mirage_env.train.stages import enable_gradient_checkpointing, prepare_stage
-from mirage_env.train.trainer import PRECISIONS, TrainConfig, Trainer, log_summary
+from mirage_env.train.trainer import PRECISIONS, TrainConfig, Trainer, log, log_summary
 from mirage_env.train.vae import (
     VaeData,
     VaeWithCritic,
@@ -94,10 +94,12 @@ def train_world_model(out: Path, vae_dir: Path, steps: dict[str, int], seed: int
                       progress: bool = True, data: SegmentData = SegmentData(), lr: float = 3e-4,
                       clips: ClipSource | None = None, device: str = "cpu", workers: WorkerPool | None = None,
                       max_seconds: dict[str, float] | None = None, precision: str = "fp32",
-                      gradient_accumulation: int = 1, gradient_checkpointing: bool = False) -> dict:
+                      gradient_accumulation: int = 1, gradient_checkpointing: bool = False,
+                      weights_dir: Path | None = None) -> dict:
     """Stages ``dit``, ``addon`` and ``lora`` of the tiny world model on top of a trained VAE, on ``clips``
-    (default: the simulator). ``workers`` make the teacher-forced pool; ``max_seconds`` caps each stage's time.
-    Returns {} on the processes other than the main one (which alone saves)."""
+    (default: the simulator), saved under ``weights_dir`` (default ``OUT/weights``). ``workers`` make the
+    teacher-forced pool; ``max_seconds`` caps each stage's time. Returns {} on the processes other than the main
+    one (which alone saves)."""
     model = model_on_vae(vae_dir, "tiny", seed).to(device)
     if gradient_checkpointing:
         enable_gradient_checkpointing(model)
@@ -120,7 +122,7 @@ def train_world_model(out: Path, vae_dir: Path, steps: dict[str, int], seed: int
             model.save_pretrained(out / "stages" / stage)  # what a later stage's failure cannot take away
     model.requires_grad_(False)
     if main:
-        model.to("cpu").save_pretrained(out / "weights")
+        model.to("cpu").save_pretrained(weights_dir or out / "weights")
         write_text(out / "world_model_summary.json", json.dumps(summary, indent=2))
     PartialState().wait_for_everyone()
     return summary
@@ -155,17 +157,29 @@ def run_recipe(args: argparse.Namespace) -> dict:
                        **_given(batch_size=args.vae_batch_size, pool=args.vae_pool, scenes=args.scenes,
                                 image_batch_size=args.vae_batch_size and 2 * args.vae_batch_size,
                                 image_pool=args.vae_pool and 2 * args.vae_pool))
+    decoder = DecoderData(**_given(rollouts=args.decoder_rollouts))
+    runs_decoder = args.recipe == "decoder" or (args.recipe == "tiny" and args.decoder_steps > 0)
+    if args.recipe == "decoder" and (args.weights is None or not (args.weights / "transformer").is_dir()):
+        raise FileNotFoundError(f"recipe decoder fine-tunes a trained world model: --weights {args.weights} holds no "
+                                "transformer/ (a folder `mirage-env train tiny` writes)")
     batches = {"the world model's batch (--batch-size)": segments.batch_size} if args.recipe == "tiny" else {}
-    if args.vae is None:
+    if runs_decoder:
+        batches["the decoder's batch"] = decoder.batch_size
+    if args.vae is None and args.recipe != "decoder":
         batches.update({"the VAE's batch (--vae-batch-size)": vae_data.batch_size,
                         "the VAE's image batch (2 x --vae-batch-size)": vae_data.image_batch_size})
     for name, size in batches.items():
         if size % shards:
             raise ValueError(f"{name} of {size} does not split into processes x --gradient-accumulation = {shards} "
                              "equal shards")
-    minutes = {stage: getattr(args, f"{stage}_minutes") for stage in ("vae", "dit", "addon", "lora")}
+    minutes = {stage: getattr(args, f"{stage}_minutes") for stage in ("vae", "dit", "addon", "lora", "decoder")}
     with WorkerPool(args.workers) as pool:
         workers = pool if args.workers else None  # without workers, data is made lazily in this process
+        if args.recipe == "decoder":
+            summary["decoder"] = train_decoder(args.out, args.weights, args.decoder_steps, decoder, args.seed,
+                                               args.resume, device=device, workers=workers,
+                                               max_seconds=_seconds(minutes["decoder"]))
+            return _printed(summary)
         if clips is None and args.recipe == "tiny" and workers is not None:  # rendered ahead on the workers
             clips = simulator_clips(segments, WorldConfig(), load_preset("tiny").temporal_stride, args.seed,
                                     cache_dir=args.out / "clip_cache")
@@ -180,11 +194,21 @@ def run_recipe(args: argparse.Namespace) -> dict:
         if args.recipe == "tiny":
             steps = {"dit": args.dit_steps, "addon": args.addon_steps, "lora": args.lora_steps}
             limits = {stage: _seconds(minutes[stage]) for stage in steps}
+            world_dir = args.out / ("world_model" if runs_decoder else "weights")
             summary.update(train_world_model(args.out, vae_dir, steps, args.seed, args.resume, data=segments,
                                              clips=clips, device=device,
                                              workers=workers, max_seconds=limits, precision=precision,
                                              gradient_accumulation=args.gradient_accumulation,
-                                             gradient_checkpointing=args.gradient_checkpointing))
+                                             gradient_checkpointing=args.gradient_checkpointing,
+                                             weights_dir=world_dir))
+            if runs_decoder:
+                summary["decoder"] = train_decoder(args.out, world_dir, args.decoder_steps, decoder, args.seed,
+                                                   args.resume, device=device, workers=workers,
+                                                   max_seconds=_seconds(minutes["decoder"]))
+    return _printed(summary)
+
+
+def _printed(summary: dict) -> dict:
     if PartialState().is_main_process:
         print(json.dumps(summary, indent=2))
     return summary
@@ -203,13 +227,6 @@ def launcher_precision() -> str:
     fp32 when the recipe was not launched with one."""
     mixed = os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
     return {accelerate: ours for ours, accelerate in PRECISIONS.items()}.get(mixed, mixed)
-
-
-def log(message: str) -> None:
-    """A progress line with the wall-clock time, from the main process (unbuffered: a killed run's log shows how
-    far it came)."""
-    if PartialState().is_main_process:
-        print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
 def _given(**options) -> dict:

@@ -38,7 +38,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from accelerate import Accelerator, DistributedDataParallelKwargs, DistributedType
+from accelerate import Accelerator, DistributedDataParallelKwargs, DistributedType, PartialState
 from accelerate.state import AcceleratorState
 from accelerate.utils import broadcast, gather_object
 from safetensors import safe_open
@@ -453,6 +453,13 @@ def read_metrics(path: str | Path) -> list[dict]:
     """The rows of a metrics log (numbers as floats, ``step`` as int)."""
     with Path(path).open(newline="") as handle:
         return [{k: int(v) if k == "step" else float(v) for k, v in row.items()} for row in csv.DictReader(handle)]
+
+
+def log(message: str) -> None:
+    """A progress line with the wall-clock time, from the main process (unbuffered: a killed run's log shows how
+    far it came)."""
+    if PartialState().is_main_process:
+        print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
 def log_summary(out_dir: str | Path) -> dict:

@@ -119,17 +119,27 @@ def vae_loss_fn(model: VaeWithCritic, pool: ClipPool, data: VaeData, images: Cli
         noise = torch.randn((batch_size, *posterior.mean.shape[1:]), generator=generator)[rows]
         z = posterior.mean + posterior.std * noise.to(device)
         reconstruction = vae.decode(z).sample
-        rec = (F.l1_loss(reconstruction, video) + F.mse_loss(reconstruction, video)
-               + data.gradient_weight * gradient_l1(reconstruction, video))
-        total = rec + data.kl_weight * posterior.kl().mean()
-        if critic is None or step < data.adversarial_start:
-            return total
-        frozen = {name: p.detach() for name, p in critic.named_parameters()}
-        adversarial = generator_loss(lambda x: torch.func.functional_call(critic, frozen, (x,)), reconstruction)
-        weight = adaptive_weight(rec, adversarial, vae.decoder.conv_out.weight, data.adversarial_weight)
-        return total + weight * adversarial + discriminator_loss(critic, video, reconstruction)
+        adversarial = critic is not None and step >= data.adversarial_start
+        return (decoder_objective(model, reconstruction, video, data.adversarial_weight, adversarial,
+                                  data.gradient_weight) + data.kl_weight * posterior.kl().mean())
 
     return loss
+
+
+def decoder_objective(model: VaeWithCritic, reconstruction: torch.Tensor, video: torch.Tensor,
+                      adversarial_weight: float, adversarial: bool, gradient_weight: float = 1.0) -> torch.Tensor:
+    """What the decoder is trained on, for videos [B, 3, T, H, W]: L1 + MSE + ``gradient_weight`` x L1 on edges and,
+    when ``adversarial``, the critic's adaptively weighted term plus the critic's own hinge loss (the decoder's
+    term sees the critic's weights detached, the critic only detached reconstructions)."""
+    rec = (F.l1_loss(reconstruction, video) + F.mse_loss(reconstruction, video)
+           + gradient_weight * gradient_l1(reconstruction, video))
+    if not adversarial:
+        return rec
+    critic = model.critic
+    frozen = {name: p.detach() for name, p in critic.named_parameters()}
+    fooled = generator_loss(lambda x: torch.func.functional_call(critic, frozen, (x,)), reconstruction)
+    weight = adaptive_weight(rec, fooled, model.vae.decoder.conv_out.weight, adversarial_weight)
+    return rec + weight * fooled + discriminator_loss(critic, video, reconstruction)
 
 
 @torch.no_grad()
