@@ -108,7 +108,6 @@ def _pairs_on_worker(job: tuple) -> DecodePairs:
     """:func:`rollout_pairs` in a worker process, on the world model saved in ``weights_dir`` (kept between jobs)."""
     weights_dir, scene_seed, path, steps = job
     if weights_dir not in _worker_models:
-        torch.set_num_threads(1)
         _worker_models[weights_dir] = from_preset("tiny", weights_dir, fuse_lora=True)
     return rollout_pairs(_worker_models[weights_dir], scene_seed, path, steps)
 
