@@ -1,6 +1,8 @@
 """Fixtures shared by several test modules."""
 
+import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -36,3 +38,18 @@ def memory_model():
             if name.endswith("proj_out"):
                 module.weight.copy_(torch.randn(module.weight.shape, generator=generator) * 0.05)
     return model
+
+
+@pytest.fixture
+def run_benchmark(tmp_path):
+    """Run ``benchmarks/<name>.py`` with ``args`` and ``--out`` in a temporary folder, on one thread, in a fresh
+    process (as a user runs it); returns the JSON it wrote."""
+    def run(name: str, *args: str) -> dict:
+        out = tmp_path / f"{name}.json"
+        script = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+        result = subprocess.run([sys.executable, str(script), *args, "--out", str(out)], capture_output=True,
+                                text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+        assert result.returncode == 0, result.stderr[-2000:]
+        return json.loads(out.read_text())
+
+    return run
