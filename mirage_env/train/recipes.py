@@ -1,4 +1,4 @@
-"""The documented training recipes, one command each: ``mirage-env train vae|tiny`` (``python -m mirage_env.train``).
+"""The documented training recipes, one command each: ``mirage-env train vae|tiny|decoder`` (``python -m mirage_env.train``).
 
 ``vae``: train the tiny preset's VAE on simulator clips, set its latent statistics, report held-out PSNR and
 save it (diffusers layout) under ``OUT/vae``.
@@ -7,6 +7,9 @@ pre-training), the memory branch (Mirage stage 1) and LoRA (stage 2), saved unde
 ``from_preset("tiny", weights_dir=...)`` reads. With ``--data DIR`` the DiT, add-on and LoRA stages train on the
 real sequences under DIR (:mod:`mirage_env.train.real_data`) instead of the simulator; the VAE (when not given
 with ``--vae``) still trains on simulator clips.
+``decoder``: fine-tune the decoder of a trained world model (``--weights DIR``) on the latents it generates
+(:mod:`mirage_env.train.decoder`), saved under ``OUT/weights``; ``tiny --decoder-steps N`` ends with that stage
+(the world model stages then save under ``OUT/world_model``).
 
 Under ``accelerate launch`` every process runs the recipe (and its own ``--workers``) on its own device, trains its
 shard of each batch (:mod:`mirage_env.train.trainer`), and the main process evaluates and writes the outputs.
