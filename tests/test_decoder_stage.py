@@ -11,7 +11,7 @@ from mirage_env.models import from_preset
 from mirage_env.models.loading import shipped_weights_dir
 from mirage_env.sim import scene_by_seed
 from mirage_env.train.decoder import DecoderData, collect_pairs, rollout_pairs, rollout_poses, train_decoder
-from mirage_env.video import to_uint8
+from mirage_env.video import to_uint8, to_unit
 from mirage_env.world import World, WorldConfig
 
 
@@ -37,8 +37,7 @@ def test_pairs_hold_what_the_world_decoded_and_the_true_frames_under_it(shipped,
     assert pairs.frames.shape == (steps, 1 + f, 64, 64, 3)
     assert torch.equal(pairs.frames[0, 0], first.image)
     assert torch.equal(pairs.frames[1:, 0], pairs.frames[:-1, -1])  # each step starts where the last one ended
-    assert torch.allclose(pairs.encoded[1], shipped.encode(torch.stack(
-        [f.permute(2, 0, 1).float() / 127.5 - 1 for f in pairs.frames[1]])[None]), atol=1e-5)
+    assert torch.allclose(pairs.encoded[1], shipped.encode(to_unit(pairs.frames[1])[None]), atol=1e-5)
 
 
 def test_pairs_need_one_latent_per_step(shipped):

@@ -113,11 +113,15 @@ class WanWorldModel(nn.Module):
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Normalised latents [B, C, t, h, w] -> frames [B, 1 + 4(t-1), 3, h s, w s] in [-1, 1]."""
+        return self.decode_video(latents).float().permute(0, 2, 1, 3, 4).clamp(-1, 1)
+
+    def decode_video(self, latents: torch.Tensor) -> torch.Tensor:
+        """Normalised latents [B, C, t, h, w] -> the VAE's video [B, 3, 1 + 4(t-1), h s, w s], unclamped and with
+        gradients (what :meth:`decode` returns before its layout change and clamp; training decodes through it)."""
         if latents.dim() != 5 or latents.shape[1] != self.latent_channels:
             raise ValueError(f"latents must be [B, {self.latent_channels}, t, h, w], got {list(latents.shape)}")
         z = latents.to(self.device).float() * self.latents_std + self.latents_mean
-        video = self.vae.decode(z.to(self.vae.dtype)).sample.float()
-        return video.permute(0, 2, 1, 3, 4).clamp(-1, 1)
+        return self.vae.decode(z.to(self.vae.dtype)).sample
 
     def visibility_latent(self, hw_latent: tuple[int, int], t: int) -> torch.Tensor:
         """Encoding of an all-ones video [C, t, h, w]: computed once per (h, w, t), then served from a cache."""

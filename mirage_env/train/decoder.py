@@ -120,13 +120,6 @@ def collect_pairs(weights_dir: str | Path, first_scene: int, rollouts: int, step
     return DecodePairs.cat(workers.map(_pairs_on_worker, jobs) if workers else [_pairs_on_worker(j) for j in jobs])
 
 
-def decode_latents(model: WanWorldModel, latents: torch.Tensor) -> torch.Tensor:
-    """Normalised latents [B, C, t, h, w] -> video [B, 3, 1 + 4(t - 1), H, W] with gradients (the world model's
-    ``decode`` without its ``no_grad`` and clamp)."""
-    vae = model.vae
-    return vae.decode(latents * model.latents_std + model.latents_mean).sample
-
-
 def decoder_loss_fn(model: WanWorldModel, trained: VaeWithCritic, pairs: DecodePairs, data: DecoderData):
     """A :data:`~mirage_env.train.trainer.LossFn` for the decoder stage (``trained``: ``model.vae`` with its patch
     critic, the module the trainer updates)."""
@@ -139,7 +132,7 @@ def decoder_loss_fn(model: WanWorldModel, trained: VaeWithCritic, pairs: DecodeP
         source = torch.arange(data.batch_size) < generated_rows
         latents = torch.where(source.view(-1, 1, 1, 1, 1), pairs.generated[picks], pairs.encoded[picks])[rows]
         video = frames_to_unit(pairs.frames[picks[rows]]).to(device)
-        reconstruction = decode_latents(model, latents.to(device).float())
+        reconstruction = model.decode_video(latents)
         return decoder_objective(trained, reconstruction, video, data.adversarial_weight,
                                  trained.critic is not None and step >= data.adversarial_start)
 

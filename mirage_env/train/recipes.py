@@ -178,16 +178,12 @@ def run_recipe(args: argparse.Namespace) -> dict:
     minutes = {stage: getattr(args, f"{stage}_minutes") for stage in ("vae", "dit", "addon", "lora", "decoder")}
     with WorkerPool(args.workers) as pool:
         workers = pool if args.workers else None  # without workers, data is made lazily in this process
-        if args.recipe == "decoder":
-            summary["decoder"] = train_decoder(args.out, args.weights, args.decoder_steps, decoder, args.seed,
-                                               args.resume, device=device, workers=workers,
-                                               max_seconds=_seconds(minutes["decoder"]))
-            return _printed(summary)
+        world_dir = args.weights  # the world model whose decoder the decoder stage fine-tunes
         if clips is None and args.recipe == "tiny" and workers is not None:  # rendered ahead on the workers
             clips = simulator_clips(segments, WorldConfig(), load_preset("tiny").temporal_stride, args.seed,
                                     cache_dir=args.out / "clip_cache")
         vae_dir = args.vae
-        if vae_dir is None:
+        if vae_dir is None and args.recipe != "decoder":
             summary["vae"] = train_vae(args.out, args.vae_steps, args.seed, args.resume, data=vae_data,
                                        device=device, workers=workers,
                                        max_seconds=_seconds(minutes["vae"]),
@@ -204,14 +200,10 @@ def run_recipe(args: argparse.Namespace) -> dict:
                                              gradient_accumulation=args.gradient_accumulation,
                                              gradient_checkpointing=args.gradient_checkpointing,
                                              weights_dir=world_dir))
-            if runs_decoder:
-                summary["decoder"] = train_decoder(args.out, world_dir, args.decoder_steps, decoder, args.seed,
-                                                   args.resume, device=device, workers=workers,
-                                                   max_seconds=_seconds(minutes["decoder"]))
-    return _printed(summary)
-
-
-def _printed(summary: dict) -> dict:
+        if runs_decoder:
+            summary["decoder"] = train_decoder(args.out, world_dir, args.decoder_steps, decoder, args.seed,
+                                               args.resume, device=device, workers=workers,
+                                               max_seconds=_seconds(minutes["decoder"]))
     if PartialState().is_main_process:
         print(json.dumps(summary, indent=2))
     return summary
