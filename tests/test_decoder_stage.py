@@ -33,7 +33,8 @@ def test_pairs_hold_what_the_world_decoded_and_the_true_frames_under_it(shipped,
         segment = world.step(poses[None, k * f + 1: (k + 1) * f + 1])
         decoded = to_uint8(shipped.decode(pairs.generated[k: k + 1]))[0, 1:]
         assert torch.equal(decoded, segment.frames[0])
-    assert pairs.generated.shape == pairs.encoded.shape == (steps, 16, 2, 8, 8)
+    grid = 64 // shipped.spatial_stride
+    assert pairs.generated.shape == pairs.encoded.shape == (steps, shipped.latent_channels, 2, grid, grid)
     assert pairs.frames.shape == (steps, 1 + f, 64, 64, 3)
     assert torch.equal(pairs.frames[0, 0], first.image)
     assert torch.equal(pairs.frames[1:, 0], pairs.frames[:-1, -1])  # each step starts where the last one ended

@@ -27,10 +27,13 @@ from mirage_env.envs.window import window_available
 from mirage_env.geometry.camera import intrinsics_from_fov
 from mirage_env.geometry.camera_files import CameraSequence, save_geometry_npz
 from mirage_env.geometry.poses import euler_from_rotation
+from mirage_env.models import load_preset
 from mirage_env.sim import render, sample_scene, start_pose
 from mirage_env.world import InitialView
 
 FAST = {"num_steps": 1}
+_TINY = load_preset("tiny")
+TINY_LATENT = (_TINY.latent_channels, 64 // _TINY.spatial_stride, 64 // _TINY.spatial_stride)
 CAMERA, KEYS = ENV_IDS
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -409,7 +412,7 @@ def test_make_vec_sync_and_async(mode):
 def test_latent_observations_and_frame_stacking():
     latent = LatentObservation(make(CAMERA))
     obs, _ = latent.reset(seed=0)
-    assert obs.shape == latent.observation_space.shape == (16, 8, 8) and obs.dtype == np.float32
+    assert obs.shape == latent.observation_space.shape == TINY_LATENT and obs.dtype == np.float32
     assert not np.array_equal(obs, latent.step(FORWARD_RIGHT)[0])
 
     stacked = gym.wrappers.FrameStackObservation(make(CAMERA), stack_size=3)
@@ -422,7 +425,7 @@ def test_latent_observations_and_frame_stacking():
 def test_latent_observations_of_the_vector_env_with_same_step_autoreset_and_partial_resets():
     envs = LatentVectorObservation(gym.make_vec(KEYS, num_envs=2, max_episode_steps=2,
                                                 autoreset_mode=AutoresetMode.SAME_STEP, **FAST))
-    assert envs.observation_space.shape == (2, 16, 8, 8) and envs.single_observation_space.shape == (16, 8, 8)
+    assert envs.observation_space.shape == (2, *TINY_LATENT) and envs.single_observation_space.shape == TINY_LATENT
     obs, info = envs.reset(seed=0)
     assert obs.dtype == np.float32 and np.array_equal(obs, info["latent"]) and obs in envs.observation_space
     actions = np.array([[1, 0, 2, 0], [0, 0, 1, 0]])

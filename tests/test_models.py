@@ -116,14 +116,17 @@ def denoiser_inputs(model, t=3, seed=1):
 
 def test_tiny_satisfies_the_interface(model):
     assert isinstance(model, WorldModel)
-    assert (model.latent_channels, model.temporal_stride, model.spatial_stride) == (16, 4, 8)
+    preset = load_preset("tiny")
+    assert (model.latent_channels, model.temporal_stride, model.spatial_stride) == \
+        (preset.latent_channels, 4, preset.spatial_stride)
 
 
 @pytest.mark.parametrize("frames,latent_frames", [(1, 1), (5, 2), (9, 3)])
 def test_encode_decode_shapes(model, frames, latent_frames):
     video = torch.rand(2, frames, 3, H, W) * 2 - 1
     z = model.encode(video)
-    assert z.shape == (2, 16, latent_frames, 8, 8) and z.dtype == torch.float32
+    grid = H // model.spatial_stride
+    assert z.shape == (2, model.latent_channels, latent_frames, grid, grid) and z.dtype == torch.float32
     out = model.decode(z)
     assert out.shape == video.shape and out.abs().max() <= 1
 
@@ -137,7 +140,8 @@ def test_encode_rejects_non_causal_lengths(model):
 def test_generate_shapes_and_clean_first_latent(model, refs, preceding):
     req = request(model, batch=2, refs=refs, preceding=preceding)
     out = model.generate(req, torch.Generator().manual_seed(0), num_steps=2)
-    assert out.shape == (2, 16, 3, 8, 8) and torch.isfinite(out).all()
+    grid = H // model.spatial_stride
+    assert out.shape == (2, model.latent_channels, 3, grid, grid) and torch.isfinite(out).all()
     assert torch.equal(out[:, :, :1], req.first_latent)
 
 
@@ -169,8 +173,9 @@ def test_visibility_latent_is_encoded_once_per_shape(model, monkeypatch):
     first = model.visibility_latent((4, 6), 2)
     again = model.visibility_latent((4, 6), 2)
     other = model.visibility_latent((4, 6), 3)
-    assert first.shape == (16, 2, 4, 6) and other.shape == (16, 3, 4, 6)
-    assert torch.equal(first, again) and calls == [(1, 3, 5, 32, 48), (1, 3, 9, 32, 48)]
+    c, pixels = model.latent_channels, (4 * model.spatial_stride, 6 * model.spatial_stride)
+    assert first.shape == (c, 2, 4, 6) and other.shape == (c, 3, 4, 6)
+    assert torch.equal(first, again) and calls == [(1, 3, 5, *pixels), (1, 3, 9, *pixels)]
 
 
 def test_memory_branch_has_no_effect_at_init_and_some_after_one_step():
@@ -183,7 +188,7 @@ def test_memory_branch_has_no_effect_at_init_and_some_after_one_step():
                        model.generate(without_memory, generator.manual_seed(0), 2))
 
     optimizer = torch.optim.AdamW(model.branch.parameters(), lr=1e-3)
-    target = torch.cat([with_memory.first_latent, torch.randn(1, 16, 2, 8, 8)], dim=2)
+    target = torch.cat([with_memory.first_latent, torch.randn_like(with_memory.memory_features[:, :, 1:])], dim=2)
     loss = model.training_loss(with_memory, target, torch.Generator().manual_seed(1))
     loss.backward()
     optimizer.step()

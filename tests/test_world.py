@@ -40,7 +40,8 @@ def test_shapes_through_the_loop(model, config):
     for _ in range(2):
         segment = world.step(walk(world))
         assert segment.frames.shape == (2, f, 64, 64, 3) and segment.frames.dtype == torch.uint8
-        assert segment.latents.shape == (2, model.latent_channels, k, 8, 8)
+        grid = 64 // model.spatial_stride
+        assert segment.latents.shape == (2, model.latent_channels, k, grid, grid)
         assert segment.coverage.shape == (2, k) and bool((segment.coverage > 0).all())
         assert len(segment.discard) == 2
         assert all(getattr(segment.timings, s) > 0 for s in ("read", "denoise", "decode", "depth", "write"))
