@@ -40,6 +40,7 @@ from mirage_env.train.vae import (
     VaeData,
     VaeWithCritic,
     held_out_video,
+    later_frame_scores,
     reconstruction_psnr,
     reconstruction_sharpness,
     set_latent_statistics,
@@ -54,7 +55,7 @@ def train_vae(out: Path, steps: int, seed: int = 0, resume: bool = False, progre
               device: str = "cpu", workers: WorkerPool | None = None, max_seconds: float | None = None,
               prefetch: tuple[SimulatorClips, int] | None = None, gradient_accumulation: int = 1) -> dict:
     """Train, evaluate and save the tiny VAE; returns the summary written to ``OUT/vae_summary.json`` (PSNR and
-    sharpness of ``held_out`` single frames, PSNR of the frames after the first of ``held_out_clips`` moving clips).
+    sharpness of ``held_out`` single frames, and of the frames after the first of ``held_out_clips`` moving clips).
     ``workers`` render the training clips first, then, while the VAE trains, the first ``count`` clips of the
     cached source of ``prefetch = (source, count)`` (the world model's, for later); ``max_seconds`` caps the
     training time. Returns {} on the processes other than the main one (which alone evaluates and saves)."""
@@ -82,12 +83,13 @@ def train_vae(out: Path, steps: int, seed: int = 0, resume: bool = False, progre
     set_latent_statistics(vae, pool)
     frames = held_out_video(held_out, seed=seed + 1)
     psnr = reconstruction_psnr(vae, frames)
-    clip_psnr = reconstruction_psnr(vae, held_out_video(held_out_clips, data.frames, seed + 1)).view(held_out_clips, -1)
+    clip_psnr, clip_sharpness = later_frame_scores(vae, held_out_video(held_out_clips, data.frames, seed + 1))
     with atomic_dir(out / "vae") as folder:
         vae.to("cpu").save_pretrained(folder)
     summary = {**log_summary(out / "vae_run"), "held_out_frames": held_out, "psnr_mean": psnr.mean().item(),
                "psnr_min": psnr.min().item(), "sharpness": reconstruction_sharpness(vae, frames),
-               "held_out_clips": held_out_clips, "clip_psnr_later_frames": clip_psnr[:, 1:].mean().item()}
+               "held_out_clips": held_out_clips, "clip_psnr_later_frames": clip_psnr,
+               "clip_sharpness_later_frames": clip_sharpness}
     write_text(out / "vae_summary.json", json.dumps(summary, indent=2))
     PartialState().wait_for_everyone()
     return summary

@@ -161,6 +161,13 @@ def reconstruction_sharpness(vae: AutoencoderKLWan, video: torch.Tensor, batch_s
     return sharpness_ratio(reconstruct(vae, video, batch_size), to_uint8(video.transpose(1, 2)))
 
 
+def later_frame_scores(vae: AutoencoderKLWan, video: torch.Tensor, batch_size: int = 8) -> tuple[float, float]:
+    """Mean PSNR (dB) and sharpness ratio of the VAE's reconstructions of the frames after the first of ``video``
+    [N, 3, T, H, W] in [-1, 1]: the frames of 4-frame latents, the path the env decodes."""
+    rebuilt, truth = reconstruct(vae, video, batch_size)[:, 1:], to_uint8(video.transpose(1, 2))[:, 1:]
+    return psnr_per_image(rebuilt, truth).mean().item(), sharpness_ratio(rebuilt, truth)
+
+
 def held_out_video(count: int, frames: int = 1, seed: int = 1, hw: tuple[int, int] = (64, 64)) -> torch.Tensor:
     """``count`` clips of ``frames`` frames (one-way camera walks) from scenes never used in training:
     [count, 3, frames, H, W]."""
