@@ -40,9 +40,7 @@ from mirage_env.train.vae import (
     VaeData,
     VaeWithCritic,
     held_out_video,
-    later_frame_scores,
-    reconstruction_psnr,
-    reconstruction_sharpness,
+    reconstruction_scores,
     set_latent_statistics,
     vae_loss_fn,
     vae_pools,
@@ -81,14 +79,14 @@ def train_vae(out: Path, steps: int, seed: int = 0, resume: bool = False, progre
         return {}
     vae.eval()
     set_latent_statistics(vae, pool)
-    frames = held_out_video(held_out, seed=seed + 1)
-    psnr = reconstruction_psnr(vae, frames)
-    clip_psnr, clip_sharpness = later_frame_scores(vae, held_out_video(held_out_clips, data.frames, seed + 1))
+    psnr, sharpness = reconstruction_scores(vae, held_out_video(held_out, seed=seed + 1))
+    clips = held_out_video(held_out_clips, data.frames, seed + 1)
+    clip_psnr, clip_sharpness = reconstruction_scores(vae, clips, first=1)  # the frames of 4-frame latents
     with atomic_dir(out / "vae") as folder:
         vae.to("cpu").save_pretrained(folder)
     summary = {**log_summary(out / "vae_run"), "held_out_frames": held_out, "psnr_mean": psnr.mean().item(),
-               "psnr_min": psnr.min().item(), "sharpness": reconstruction_sharpness(vae, frames),
-               "held_out_clips": held_out_clips, "clip_psnr_later_frames": clip_psnr,
+               "psnr_min": psnr.min().item(), "sharpness": sharpness,
+               "held_out_clips": held_out_clips, "clip_psnr_later_frames": clip_psnr.mean().item(),
                "clip_sharpness_later_frames": clip_sharpness}
     write_text(out / "vae_summary.json", json.dumps(summary, indent=2))
     PartialState().wait_for_everyone()

@@ -151,21 +151,18 @@ def reconstruct(vae: AutoencoderKLWan, video: torch.Tensor, batch_size: int = 8)
     return to_uint8(torch.cat(out).transpose(1, 2))
 
 
+def reconstruction_scores(vae: AutoencoderKLWan, video: torch.Tensor, first: int = 0,
+                          batch_size: int = 8) -> tuple[torch.Tensor, float]:
+    """Scores of the VAE's reconstructions of ``video`` [N, 3, T, H, W] in [-1, 1] from frame ``first`` on (1: the
+    frames of 4-frame latents, the path the env decodes): the PSNR (dB) of every frame [N (T - first)] and the
+    sharpness ratio (:func:`~mirage_env.metrics.sharpness_ratio`) over them. The video is reconstructed once."""
+    rebuilt, truth = reconstruct(vae, video, batch_size)[:, first:], to_uint8(video.transpose(1, 2))[:, first:]
+    return psnr_per_image(rebuilt, truth).flatten(), sharpness_ratio(rebuilt, truth)
+
+
 def reconstruction_psnr(vae: AutoencoderKLWan, video: torch.Tensor, batch_size: int = 8) -> torch.Tensor:
     """PSNR (dB) of every frame of ``video`` [N, 3, T, H, W] in [-1, 1] reconstructed by the VAE: [N T]."""
-    return psnr_per_image(reconstruct(vae, video, batch_size), to_uint8(video.transpose(1, 2))).flatten()
-
-
-def reconstruction_sharpness(vae: AutoencoderKLWan, video: torch.Tensor, batch_size: int = 8) -> float:
-    """Sharpness ratio (:func:`~mirage_env.metrics.sharpness_ratio`) of the VAE's reconstructions of ``video``."""
-    return sharpness_ratio(reconstruct(vae, video, batch_size), to_uint8(video.transpose(1, 2)))
-
-
-def later_frame_scores(vae: AutoencoderKLWan, video: torch.Tensor, batch_size: int = 8) -> tuple[float, float]:
-    """Mean PSNR (dB) and sharpness ratio of the VAE's reconstructions of the frames after the first of ``video``
-    [N, 3, T, H, W] in [-1, 1]: the frames of 4-frame latents, the path the env decodes."""
-    rebuilt, truth = reconstruct(vae, video, batch_size)[:, 1:], to_uint8(video.transpose(1, 2))[:, 1:]
-    return psnr_per_image(rebuilt, truth).mean().item(), sharpness_ratio(rebuilt, truth)
+    return reconstruction_scores(vae, video, batch_size=batch_size)[0]
 
 
 def held_out_video(count: int, frames: int = 1, seed: int = 1, hw: tuple[int, int] = (64, 64)) -> torch.Tensor:
