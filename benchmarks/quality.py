@@ -2,6 +2,7 @@
 
     python benchmarks/quality.py                        # the shipped tiny weights, 32 held-out scenes, both paths
     python benchmarks/quality.py --weights runs/tiny/weights --scenes 8
+    python benchmarks/quality.py --probe-sigmas 0.2 0.5 1    # plus the denoiser's one-shot estimates at 3 sigmas
 
 The protocol is :func:`mirage_env.quality.ladder_episode` (scene seeds from ``QUALITY_FIRST_SCENE``, never used in
 training). For each path and step range (1-4, 5-12, 13-24) every rung gets the mean PSNR and SSIM over scenes and
@@ -23,7 +24,7 @@ import torch
 
 from mirage_env.atomic import write_text
 from mirage_env.models import from_preset
-from mirage_env.quality import PATHS, QUALITY_FIRST_SCENE, RUNGS, LadderEpisode, ladder_episode
+from mirage_env.quality import PATHS, QUALITY_FIRST_SCENE, LadderEpisode, ladder_episode
 from mirage_env.video import contact_sheet, write_png
 from mirage_env.world import World, WorldConfig
 
@@ -44,7 +45,7 @@ def summarise(episodes: list[LadderEpisode], first: int, last: int) -> dict:
     steps = slice(first - 1, last)
     truth = np.array([e.truth_energy[steps] for e in episodes])  # [scenes, steps]
     out = {}
-    for rung in RUNGS:
+    for rung in episodes[0].metrics:
         row = {}
         for name in ("psnr", "ssim"):
             values = np.array([np.mean(e.metrics[rung][name][steps]) for e in episodes])
@@ -62,10 +63,11 @@ def summarise(episodes: list[LadderEpisode], first: int, last: int) -> dict:
 def markdown(results: dict) -> str:
     lines = []
     for path, ranges in results.items():
+        rungs = next(iter(ranges.values()))
         lines += [f"\n{path}: PSNR dB / SSIM / sharpness ratio (mean over scenes, [95 % interval])", "",
                   "| rung | " + " | ".join(f"steps {r}" for r in ranges) + " |",
                   "|---|" + "---:|" * len(ranges)]
-        for rung in RUNGS:
+        for rung in rungs:
             cells = []
             for r in ranges.values():
                 p, s, g = (r[rung][k] for k in ("psnr", "ssim", "sharpness"))
@@ -85,6 +87,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--sheet-scenes", type=int, default=4, help="scenes of the walk on the contact sheet")
     parser.add_argument("--denoise-steps", type=int, default=WorldConfig.num_steps,
                         help="denoising steps per segment (default: the env's)")
+    parser.add_argument("--probe-sigmas", type=float, nargs="*", default=[],
+                        help="add a denoised_<sigma> rung per noise level (mirage_env.quality)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=RESULTS / "quality.json")
     args = parser.parse_args(argv)
@@ -96,13 +100,13 @@ def main(argv: list[str] | None = None) -> dict:
     ranges = [(a, min(b, args.steps)) for a, b in RANGES if a <= args.steps]
     results, sheet, start = {}, [], time.perf_counter()
     for path in args.paths:
-        episodes = [ladder_episode(world, zeroed, seed, path, args.steps) for seed in seeds]
+        episodes = [ladder_episode(world, zeroed, seed, path, args.steps, args.probe_sigmas) for seed in seeds]
         results[path] = {f"{a}-{b}": summarise(episodes, a, b) for a, b in ranges}
         if path == "walk":
             for e in episodes[: args.sheet_scenes]:
                 sheet += [e.frames["truth"], e.frames["generated"], e.frames["zeroed"]]
     report = {"weights": str(args.weights or "shipped tiny"), "scenes": list(seeds), "steps": args.steps,
-              "denoise_steps": args.denoise_steps,
+              "denoise_steps": args.denoise_steps, "probe_sigmas": args.probe_sigmas,
               "threads": args.threads, "seconds": round(time.perf_counter() - start, 1), "results": results}
     write_text(args.out, json.dumps(report, indent=2))
     if sheet:

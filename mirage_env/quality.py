@@ -12,6 +12,12 @@ compared with the simulator's render at that pose and time, for each rung:
 * ``first_frame``: the first true frame repeated (a generator that never moves);
 * ``box_blur``: a 5 x 5 box blur of the true frame (high PSNR, low sharpness: why PSNR alone misleads).
 
+Optional probe rungs ``denoised_<sigma>`` (``probe_sigmas``) split the generator's rung in two: the true latents of
+the step noised to ``sigma``, then the denoiser's one-shot clean estimate (:meth:`WanWorldModel.predict_clean`),
+with the same conditioning as the generator. Near the ``vae`` rung at low sigma and far below it at high sigma, the
+denoiser can keep detail it is given but cannot make detail the conditioning does not carry; ``generated`` near
+``denoised_1`` (the mean guess from pure noise) means sampling ends at that guess.
+
 Each rung gets PSNR, SSIM and the gradient energies behind the sharpness ratio
 (:func:`mirage_env.metrics.sharpness_ratio`). Paths: ``walk`` (forward with a slight right turn, turning in
 place where a wall blocks) and ``loop`` (the rollout's :func:`~mirage_env.geometry.trajectories.pan_path`).
@@ -19,6 +25,7 @@ place where a wall blocks) and ``loop`` (the rollout's :func:`~mirage_env.geomet
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -28,6 +35,7 @@ from mirage_env.metrics import box_blur, gradient_energy, psnr, ssim
 from mirage_env.sim import render, scene_by_seed, start_pose
 from mirage_env.video import to_uint8, to_unit
 from mirage_env.world import World
+from mirage_env.world.world import segment_request
 
 RUNGS = ("vae", "read", "generated", "zeroed", "first_frame", "box_blur")
 PATHS = ("walk", "loop")
@@ -36,9 +44,10 @@ QUALITY_FIRST_SCENE = 300_000  # held-out scene seeds of the ladder (training us
 
 @dataclass
 class LadderEpisode:
-    """Per-step metrics of one episode: ``metrics[rung][name]`` is a list over steps 1..N (name: ``psnr``,
-    ``ssim``, ``energy``), ``truth_energy`` the true frames' gradient energies; ``frames`` the uint8 [N + 1, H, W,
-    3] frames of the true, generated and zeroed rows (step 0 is the start frame)."""
+    """Per-step metrics of one episode: ``metrics[rung][name]`` is a list over steps 1..N (rungs: :data:`RUNGS`, then
+    any probe rungs; name: ``psnr``, ``ssim``, ``energy``), ``truth_energy`` the true frames' gradient energies;
+    ``frames`` the uint8 [N + 1, H, W, 3] frames of the true, generated and zeroed rows (step 0 is the start
+    frame)."""
 
     scene: int
     path: str
@@ -56,19 +65,29 @@ def camera_path(name: str, scene, start: torch.Tensor, frames: int) -> torch.Ten
     raise ValueError(f"path must be one of {PATHS}, got {name!r}")
 
 
+def probe_rung(sigma: float) -> str:
+    """Name of the probe rung at noise level ``sigma``."""
+    return f"denoised_{sigma:g}"
+
+
 @torch.no_grad()
-def ladder_episode(world: World, zeroed: World, scene_seed: int, path: str = "walk", steps: int = 24) -> LadderEpisode:
+def ladder_episode(world: World, zeroed: World, scene_seed: int, path: str = "walk", steps: int = 24,
+                   probe_sigmas: Sequence[float] = ()) -> LadderEpisode:
     """Run both worlds (batch size 1; ``zeroed`` with ``WorldConfig(zero_memory=True)``) along ``path`` in scene
-    ``scene_seed`` for ``steps`` RL steps and score every rung (see the module docstring)."""
+    ``scene_seed`` for ``steps`` RL steps and score every rung (see the module docstring), plus a probe rung per
+    entry of ``probe_sigmas`` (needs a model with ``predict_clean``)."""
     if world.batch_size != 1 or zeroed.batch_size != 1 or not zeroed.config.zero_memory:
         raise ValueError("the ladder needs two one-world Worlds, the second with zero_memory=True")
+    if probe_sigmas and not hasattr(world.model, "predict_clean"):
+        raise ValueError(f"probe rungs need a model with predict_clean, got {type(world.model).__name__}")
     model, f = world.model, world.frames_per_step
     scene = scene_by_seed(scene_seed)
     poses = camera_path(path, scene, start_pose(scene, scene_seed), steps * f)
     K, hw = world.default_intrinsics(), world.config.image_hw
     first = world.reset_in_scene(0, scene, poses[0], seed=scene_seed)
     zeroed.reset_in_scene(0, scene, poses[0], seed=scene_seed)
-    metrics = {rung: {"psnr": [], "ssim": [], "energy": []} for rung in RUNGS}
+    rungs = RUNGS + tuple(probe_rung(sigma) for sigma in probe_sigmas)
+    metrics = {rung: {"psnr": [], "ssim": [], "energy": []} for rung in rungs}
     rows = {"truth": [first.image], "generated": [first.image], "zeroed": [first.image]}
     truth_energy = []
     previous = first.image
@@ -77,16 +96,19 @@ def ladder_episode(world: World, zeroed: World, scene_seed: int, path: str = "wa
         times = torch.arange((k - 1) * f + 1, k * f + 1) / world.config.fps
         truth = render(scene, K.expand(f, 3, 3), step_poses, hw, time=times).rgb  # [f, H, W, 3]
         read = world.condition(0, step_poses[-1:].double()).read.features[0]  # [C, h, w] before generation
+        true_latents = model.encode(to_unit(torch.cat([previous[None], truth]))[None])
+        probed = _probe(world, step_poses, true_latents, probe_sigmas, scene_seed * 1000 + k)
         shown = {
             "read": to_uint8(model.decode(read[None, :, None]))[0, 0],
             "generated": world.step(step_poses[None]).frames[0, -1],
             "zeroed": zeroed.step(step_poses[None]).frames[0, -1],
-            "vae": to_uint8(model.decode(model.encode(to_unit(torch.cat([previous[None], truth]))[None])))[0, -1],
+            "vae": to_uint8(model.decode(true_latents))[0, -1],
             "first_frame": first.image,
             "box_blur": box_blur(truth[-1]),
+            **probed,
         }
         target = truth[-1]
-        for rung in RUNGS:
+        for rung in rungs:
             metrics[rung]["psnr"].append(psnr(shown[rung], target))
             metrics[rung]["ssim"].append(ssim(shown[rung], target))
             metrics[rung]["energy"].append(float(gradient_energy(shown[rung])))
@@ -96,3 +118,17 @@ def ladder_episode(world: World, zeroed: World, scene_seed: int, path: str = "wa
         rows["zeroed"].append(shown["zeroed"])
         previous = target
     return LadderEpisode(scene_seed, path, metrics, truth_energy, {k: torch.stack(v) for k, v in rows.items()})
+
+
+def _probe(world: World, step_poses: torch.Tensor, true_latents: torch.Tensor, sigmas: Sequence[float],
+           seed: int) -> dict[str, torch.Tensor]:
+    """The probe rungs' last frames for the coming step of ``world`` (conditioned as :meth:`World.step` would)."""
+    if not sigmas:
+        return {}
+    state = world.state(0)
+    targets = torch.cat([state.pose[None], world.latent_poses(step_poses[None].double())[0]])
+    condition = world.condition(0, targets, torch.cat([state.pose[None], step_poses.double()]))
+    request = segment_request(state.first_latent[None], [condition])
+    generator = torch.Generator().manual_seed(seed)
+    estimates = {sigma: world.model.predict_clean(request, true_latents, sigma, generator) for sigma in sigmas}
+    return {probe_rung(sigma): to_uint8(world.model.decode(latents))[0, -1] for sigma, latents in estimates.items()}

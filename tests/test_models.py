@@ -197,6 +197,20 @@ def test_memory_branch_has_no_effect_at_init_and_some_after_one_step():
                            model.generate(without_memory, generator.manual_seed(0), 2))
 
 
+def test_predict_clean_is_the_target_at_sigma_zero_and_a_model_guess_above(model):
+    segment = request(model, seed=3)
+    target = torch.randn(segment.memory_features.shape, generator=torch.Generator().manual_seed(4))
+    exact = model.predict_clean(segment, target, 0.0, torch.Generator().manual_seed(0))
+    assert torch.equal(exact[:, :, 1:], target[:, :, 1:]) and torch.equal(exact[:, :, :1], segment.first_latent)
+    guess = model.predict_clean(segment, target, 1.0, torch.Generator().manual_seed(0))
+    assert torch.equal(guess, model.predict_clean(segment, target, 1.0, torch.Generator().manual_seed(0)))
+    assert torch.equal(guess[:, :, :1], segment.first_latent) and not torch.allclose(guess[:, :, 1:], target[:, :, 1:])
+    with pytest.raises(ValueError, match="sigma"):
+        model.predict_clean(segment, target, 1.5, torch.Generator())
+    with pytest.raises(ValueError, match="shaped like"):
+        model.predict_clean(segment, target[:, :, 1:], 0.5, torch.Generator())
+
+
 def test_lora_changes_outputs_only_when_enabled_and_merges(tmp_path):
     model = from_preset("tiny", model_seed=2, random_weights=True)
     inputs = denoiser_inputs(model)

@@ -5,7 +5,7 @@ import torch
 
 from mirage_env.metrics import psnr
 from mirage_env.models import from_preset
-from mirage_env.quality import RUNGS, camera_path, ladder_episode
+from mirage_env.quality import RUNGS, camera_path, ladder_episode, probe_rung
 from mirage_env.sim import scene_by_seed, start_pose
 from mirage_env.world import World, WorldConfig
 from benchmarks import quality as quality_benchmark  # the repository root is on sys.path (conftest)
@@ -39,6 +39,16 @@ def test_ladder_scores_every_rung_at_every_step(worlds):
     assert min(box["psnr"]) > max(episode.metrics["first_frame"]["psnr"])  # ... and PSNR still prefers it
 
 
+def test_probe_rungs_leave_the_other_rungs_unchanged(worlds):
+    plain = ladder_episode(*worlds, 300_002, "walk", steps=2)
+    probed = ladder_episode(*worlds, 300_002, "walk", steps=2, probe_sigmas=(0.0, 1.0))
+    assert all(probed.metrics[rung] == plain.metrics[rung] for rung in RUNGS)
+    assert list(probed.metrics) == [*RUNGS, probe_rung(0.0), probe_rung(1.0)]
+    # at sigma 0 the estimate is the true latent itself: the step's true frames through the VAE
+    assert probed.metrics["denoised_0"]["psnr"][0] == pytest.approx(probed.metrics["vae"]["psnr"][0], abs=0.05)
+    assert probed.metrics["denoised_1"]["psnr"][0] != pytest.approx(probed.metrics["vae"]["psnr"][0], abs=0.05)
+
+
 def test_the_ladder_needs_a_zeroed_second_world(worlds):
     with pytest.raises(ValueError, match="zero_memory"):
         ladder_episode(worlds[0], worlds[0], 300_000)
@@ -54,3 +64,9 @@ def test_the_benchmark_writes_its_json_and_contact_sheet(tmp_path):
     assert set(row) == {"psnr", "ssim", "sharpness"}
     assert row["psnr"]["ci95"][0] <= row["psnr"]["mean"] <= row["psnr"]["ci95"][1]
     assert out.with_suffix(".png").stat().st_size > 0
+
+
+def test_the_benchmark_adds_probe_rungs_on_request(tmp_path):
+    report = quality_benchmark.main(["--scenes", "2", "--steps", "1", "--paths", "walk", "--sheet-scenes", "0",
+                                     "--threads", "1", "--probe-sigmas", "0.5", "--out", str(tmp_path / "q.json")])
+    assert list(report["results"]["walk"]["1-1"]) == [*RUNGS, "denoised_0.5"] and report["probe_sigmas"] == [0.5]

@@ -202,11 +202,37 @@ class WanWorldModel(nn.Module):
         sigmas = training_sigmas((size, t), self.preset.scheduler["flow_shift"], generator, self.device)[rows]
         sigmas[:, 0] = 0
         noise = gaussian((size, *target.shape[1:]), generator, self.device)[rows]
+        noisy = self._noised(request, target, sigmas, noise)
+        velocity = self._velocity(segment, noisy, sigmas * self.preset.scheduler["num_train_timesteps"])
+        return F.mse_loss(velocity[:, :, 1:], (noise - target)[:, :, 1:])
+
+    @torch.no_grad()
+    def predict_clean(self, request: SegmentRequest, target: torch.Tensor, sigma: float,
+                      generator: torch.Generator) -> torch.Tensor:
+        """The denoiser's one-shot estimate of the clean latents [B, C, t, h, w] from ``target`` noised to ``sigma``
+        (frames 1..; frame 0 is the request's clean first latent): ``x_sigma - sigma * velocity``. A diagnostic of
+        how much of a known target the model recovers at each noise level (``sigma = 1``: from pure noise, the
+        model's mean guess given the conditioning alone)."""
+        if not 0 <= sigma <= 1:
+            raise ValueError(f"sigma must be in [0, 1], got {sigma}")
+        segment = self._segment(request)
+        target = target.to(self.device, torch.float32)
+        if target.shape != request.memory_features.shape:
+            raise ValueError(f"target must be shaped like memory_features {list(request.memory_features.shape)}, "
+                             f"got {list(target.shape)}")
+        sigmas = torch.full(target.shape[:1] + target.shape[2:3], float(sigma), device=self.device)
+        sigmas[:, 0] = 0
+        noisy = self._noised(request, target, sigmas, gaussian(tuple(target.shape), generator, self.device))
+        velocity = self._velocity(segment, noisy, sigmas * self.preset.scheduler["num_train_timesteps"])
+        return noisy - sigmas[:, None, :, None, None] * velocity
+
+    def _noised(self, request: SegmentRequest, target: torch.Tensor, sigmas: torch.Tensor,
+                noise: torch.Tensor) -> torch.Tensor:
+        """``(1 - sigma) target + sigma noise`` per frame (sigmas [B, t]), frame 0 the request's clean first latent."""
         s = sigmas[:, None, :, None, None]
         noisy = (1 - s) * target + s * noise
         noisy[:, :, :1] = request.first_latent.to(self.device, torch.float32)
-        velocity = self._velocity(segment, noisy, sigmas * self.preset.scheduler["num_train_timesteps"])
-        return F.mse_loss(velocity[:, :, 1:], (noise - target)[:, :, 1:])
+        return noisy
 
     # ------------------------------------------------------------------ persistence
     def save_pretrained(self, weights_dir: str | Path) -> None:
