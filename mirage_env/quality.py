@@ -125,10 +125,8 @@ def _probe(world: World, step_poses: torch.Tensor, true_latents: torch.Tensor, s
     """The probe rungs' last frames for the coming step of ``world`` (conditioned as :meth:`World.step` would)."""
     if not sigmas:
         return {}
-    state = world.state(0)
-    targets = torch.cat([state.pose[None], world.latent_poses(step_poses[None].double())[0]])
-    condition = world.condition(0, targets, torch.cat([state.pose[None], step_poses.double()]))
-    request = segment_request(state.first_latent[None], [condition])
+    condition = world.step_condition(0, step_poses.double())
+    request = segment_request(world.state(0).first_latent[None], [condition])
     generator = torch.Generator().manual_seed(seed)
     estimates = {sigma: world.model.predict_clean(request, true_latents, sigma, generator) for sigma in sigmas}
     return {probe_rung(sigma): to_uint8(world.model.decode(latents))[0, -1] for sigma, latents in estimates.items()}

@@ -362,6 +362,13 @@ class World:
         del state.history[:-keep], state.history_frames[:-keep]
         return stats
 
+    def step_condition(self, index: int, poses: torch.Tensor) -> Conditioning:
+        """What :meth:`step` conditions world ``index`` on along the float64 pixel-frame poses [F, 4, 4] of its next
+        segment: the read at the current pose and the new latent poses, with the context (:meth:`condition`)."""
+        pose = self.state(index).pose
+        targets = torch.cat([pose[None], self.latent_poses(poses[None])[0]])
+        return self.condition(index, targets, torch.cat([pose[None], poses]))
+
     def step(self, poses: torch.Tensor) -> Segment:
         """Generate the next segment of every world along ``poses`` [B, F, 4, 4] (one pose per new frame)."""
         b, k = self.batch_size, self.config.latents_per_step
@@ -370,10 +377,9 @@ class World:
         states = [self.state(i) for i in range(b)]
         poses = poses.to(torch.float64)
         timings = StepTimings()
-        targets = torch.cat([torch.stack([s.pose for s in states])[:, None], self.latent_poses(poses)], dim=1)
+        latent_poses = self.latent_poses(poses)
         with _timed(timings, "read"):
-            conditions = [self.condition(i, targets[i], torch.cat([states[i].pose[None], poses[i]]))
-                          for i in range(b)]
+            conditions = [self.step_condition(i, poses[i]) for i in range(b)]
         with _timed(timings, "denoise"):
             latents = self._generate(states, conditions)
         with _timed(timings, "decode"):
@@ -386,10 +392,10 @@ class World:
             read = conditions[i].read
             with _timed(timings, "depth"):
                 times = torch.tensor([(state.frame + stride * (j + 1)) / self.config.fps for j in range(k)])
-                cameras = Cameras(state.K.expand(1, k, 3, 3), targets[i, 1:][None], times[None].double())
+                cameras = Cameras(state.K.expand(1, k, 3, 3), latent_poses[i][None], times[None].double())
                 latent_frames = new_frames[i, stride - 1::stride]
                 depth = state.depth(latent_frames[None], read.depth[1:][None], read.mask[1:][None], cameras)[0]
-            discard_stats.append(self.observe(i, new_latents[i], depth, targets[i, 1:], None, last[i], timings,
+            discard_stats.append(self.observe(i, new_latents[i], depth, latent_poses[i], None, last[i], timings,
                                               latent_frames))
         covered = torch.stack([c.read.mask[1:] for c in conditions])
         return Segment(to_uint8(new_frames).cpu(), new_latents, poses, covered,
