@@ -214,6 +214,23 @@ def test_teacher_forced_segments_condition_like_the_world(segment_pool):
     assert any(float(segment_pool[i][0].memory_mask.mean()) > 0 for i in range(3))  # the memory is read
 
 
+def test_the_observed_context_is_encoded_in_the_code_of_the_worlds_own_steps(segment_pool):
+    from mirage_env.train.segments import encode_as_stepped, teacher_forced
+    from mirage_env.video import to_unit
+
+    model, clip = segment_pool.model, segment_pool.clips(0)
+    video = to_unit(clip.frames)  # 1 + 4 * 4 frames
+    stepped = encode_as_stepped(model, video, 1)
+    for j in range(4):  # step j's latent comes from a segment starting at its first frame alone
+        assert torch.allclose(stepped[:, j], model.encode(video[None, 4 * j: 4 * j + 5])[0, :, 1], atol=1e-5)
+    whole = model.encode(video[None])[0, :, 1:]
+    assert torch.allclose(encode_as_stepped(model, video, 4), whole, atol=1e-5)  # one step of 4 latents
+    assert torch.allclose(encode_as_stepped(model, video, 3)[:, 3], model.encode(video[None, 12:])[0, :, 1], atol=1e-5)
+    assert not torch.allclose(stepped[:, 2], whole[:, 2], atol=1e-3)  # the two codes differ
+    request, _ = teacher_forced(model, clip, 3, 1, segment_pool.world)
+    assert torch.allclose(request.preceding[0, :, 0], stepped[:, 1], atol=1e-5)  # what the world observed
+
+
 def test_context_corruption_noises_only_the_clean_context(segment_pool):
     from mirage_env.train.segments import corrupt_context
 

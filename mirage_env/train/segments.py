@@ -1,7 +1,8 @@
 """Teacher-forced training segments with the conditioning the world sees at inference.
 
-For a clip of ``1 + 4 L`` frames, the first ``m`` latent frames are *observed* by a :class:`~mirage_env.world.World`
-as generated frames are during a rollout (dynamic discard from depth, memory write, keyframes, preceding history),
+For a clip of ``1 + 4 L`` frames, the first ``m`` latent frames, encoded step by step in the code the world's own
+segments have (:func:`encode_as_stepped`), are *observed* by a :class:`~mirage_env.world.World` as generated frames
+are during a rollout (dynamic discard from depth, memory write, keyframes, preceding history),
 with the clip's dynamic-object masks also kept out of the memory (as the first frame's are at inference); then
 :meth:`World.condition` gives the memory read at the target poses, the preceding latents and the retrieved
 references. The target is the clip's next ``k`` latent frames, encoded as the world would produce them: a segment
@@ -64,15 +65,34 @@ class SegmentData:
         return 1 + temporal_stride * self.latents
 
 
+def encode_as_stepped(model: WanWorldModel, video: torch.Tensor, latents_per_step: int) -> torch.Tensor:
+    """Latents [C, L, h, w] of a ``1 + 4 L``-frame video [T, 3, H, W] in the code a :class:`World` stepping
+    ``latents_per_step`` latent frames at a time produces: each step's latents are encoded from a segment that starts
+    at its first frame alone (the world re-encodes a segment's last frame as the next one's first latent).
+
+    The causal VAE's latents depend on their position after a segment's first frame; encoding the whole video at
+    once puts the later latents in another code than the world's (for the tiny VAE the two differ by about as much
+    as the latents' own power), and a memory trained on that code is no help at inference.
+    """
+    stride = model.temporal_stride
+    total = (video.shape[0] - 1) // stride
+    parts = []
+    for start in range(0, total, latents_per_step):
+        count = min(latents_per_step, total - start)
+        parts.append(model.encode(video[None, stride * start: stride * (start + count) + 1])[0, :, 1:])
+    return torch.cat(parts, dim=1)
+
+
 def teacher_forced(model: WanWorldModel, clip: Clip, context: int, target: int,
                    config: WorldConfig) -> tuple[SegmentRequest, torch.Tensor]:
-    """(request with batch 1, target latents [1, C, 1 + target, h, w]) for ``context`` observed latent frames."""
+    """(request with batch 1, target latents [1, C, 1 + target, h, w]) for ``context`` observed latent frames,
+    encoded as the world steps (:func:`encode_as_stepped`)."""
     stride = model.temporal_stride
     video = to_unit(clip.frames)  # [T, 3, H, W]
     world = World(model, config, batch_size=1)
     world.reset(0, InitialView(clip.frames[0], clip.depth[0], clip.K, clip.poses[0], clip.dynamic[0]), seed=0)
     if context:
-        observed = model.encode(video[None, : 1 + stride * context])[0, :, 1:]
+        observed = encode_as_stepped(model, video[: 1 + stride * context], config.latents_per_step)
         frames = slice(stride, stride * context + 1, stride)
         depth = clip.depth[frames].nan_to_num(posinf=0.0)
         world.observe(0, observed, depth, clip.poses[frames].double(), clip.dynamic[frames])
