@@ -3,6 +3,7 @@
     python benchmarks/quality.py                        # the shipped tiny weights, 32 held-out scenes, both paths
     python benchmarks/quality.py --weights runs/tiny/weights --scenes 8
     python benchmarks/quality.py --probe-sigmas 0.2 0.5 1    # plus the denoiser's one-shot estimates at 3 sigmas
+    python benchmarks/quality.py --probe-oracle             # plus the generator with a perfect memory read
 
 The protocol is :func:`mirage_env.quality.ladder_episode` (scene seeds from ``QUALITY_FIRST_SCENE``, never used in
 training). For each path and step range (1-4, 5-12, 13-24) every rung gets the mean PSNR and SSIM over scenes and
@@ -89,6 +90,8 @@ def main(argv: list[str] | None = None) -> dict:
                         help="denoising steps per segment (default: the env's)")
     parser.add_argument("--probe-sigmas", type=float, nargs="*", default=[],
                         help="add a denoised_<sigma> rung per noise level (mirage_env.quality)")
+    parser.add_argument("--probe-oracle", action="store_true",
+                        help="add the oracle_read rung: the generator with the true latents as its memory read")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=RESULTS / "quality.json")
     args = parser.parse_args(argv)
@@ -100,13 +103,15 @@ def main(argv: list[str] | None = None) -> dict:
     ranges = [(a, min(b, args.steps)) for a, b in RANGES if a <= args.steps]
     results, sheet, start = {}, [], time.perf_counter()
     for path in args.paths:
-        episodes = [ladder_episode(world, zeroed, seed, path, args.steps, args.probe_sigmas) for seed in seeds]
+        episodes = [ladder_episode(world, zeroed, seed, path, args.steps, args.probe_sigmas, args.probe_oracle)
+                    for seed in seeds]
         results[path] = {f"{a}-{b}": summarise(episodes, a, b) for a, b in ranges}
         if path == "walk":
             for e in episodes[: args.sheet_scenes]:
                 sheet += [e.frames["truth"], e.frames["generated"], e.frames["zeroed"]]
     report = {"weights": str(args.weights or "shipped tiny"), "scenes": list(seeds), "steps": args.steps,
               "denoise_steps": args.denoise_steps, "probe_sigmas": args.probe_sigmas,
+              "probe_oracle": args.probe_oracle,
               "threads": args.threads, "seconds": round(time.perf_counter() - start, 1), "results": results}
     write_text(args.out, json.dumps(report, indent=2))
     if sheet:

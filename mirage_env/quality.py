@@ -16,7 +16,10 @@ Optional probe rungs ``denoised_<sigma>`` (``probe_sigmas``) split the generator
 the step noised to ``sigma``, then the denoiser's one-shot clean estimate (:meth:`WanWorldModel.predict_clean`),
 with the same conditioning as the generator. Near the ``vae`` rung at low sigma and far below it at high sigma, the
 denoiser can keep detail it is given but cannot make detail the conditioning does not carry; ``generated`` near
-``denoised_1`` (the mean guess from pure noise) means sampling ends at that guess.
+``denoised_1`` (the mean guess from pure noise) means sampling ends at that guess. The probe rung ``oracle_read``
+(``probe_oracle``) is the generator, sampled as in the env, with a perfect memory: the read replaced by the step's true
+latents on every cell. Near ``generated`` it says the model barely uses what the memory shows; near ``vae`` it says a
+better memory would carry the picture.
 
 Each rung gets PSNR, SSIM and the gradient energies behind the sharpness ratio
 (:func:`mirage_env.metrics.sharpness_ratio`). Paths: ``walk`` (forward with a slight right turn, turning in
@@ -26,12 +29,13 @@ place where a wall blocks) and ``loop`` (the rollout's :func:`~mirage_env.geomet
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
 from mirage_env.geometry.trajectories import pan_path, walk_path
 from mirage_env.metrics import box_blur, gradient_energy, psnr, ssim
+from mirage_env.models.interface import SegmentRequest
 from mirage_env.sim import render, scene_by_seed, start_pose
 from mirage_env.video import to_uint8, to_unit
 from mirage_env.world import World
@@ -65,6 +69,9 @@ def camera_path(name: str, scene, start: torch.Tensor, frames: int) -> torch.Ten
     raise ValueError(f"path must be one of {PATHS}, got {name!r}")
 
 
+ORACLE_RUNG = "oracle_read"
+
+
 def probe_rung(sigma: float) -> str:
     """Name of the probe rung at noise level ``sigma``."""
     return f"denoised_{sigma:g}"
@@ -72,10 +79,11 @@ def probe_rung(sigma: float) -> str:
 
 @torch.no_grad()
 def ladder_episode(world: World, zeroed: World, scene_seed: int, path: str = "walk", steps: int = 24,
-                   probe_sigmas: Sequence[float] = ()) -> LadderEpisode:
+                   probe_sigmas: Sequence[float] = (), probe_oracle: bool = False) -> LadderEpisode:
     """Run both worlds (batch size 1; ``zeroed`` with ``WorldConfig(zero_memory=True)``) along ``path`` in scene
     ``scene_seed`` for ``steps`` RL steps and score every rung (see the module docstring), plus a probe rung per
-    entry of ``probe_sigmas`` (needs a model with ``predict_clean``)."""
+    entry of ``probe_sigmas`` (needs a model with ``predict_clean``) and the ``oracle_read`` rung if
+    ``probe_oracle``."""
     if world.batch_size != 1 or zeroed.batch_size != 1 or not zeroed.config.zero_memory:
         raise ValueError("the ladder needs two one-world Worlds, the second with zero_memory=True")
     if probe_sigmas and not hasattr(world.model, "predict_clean"):
@@ -86,7 +94,7 @@ def ladder_episode(world: World, zeroed: World, scene_seed: int, path: str = "wa
     K, hw = world.default_intrinsics(), world.config.image_hw
     first = world.reset_in_scene(0, scene, poses[0], seed=scene_seed)
     zeroed.reset_in_scene(0, scene, poses[0], seed=scene_seed)
-    rungs = RUNGS + tuple(probe_rung(sigma) for sigma in probe_sigmas)
+    rungs = RUNGS + tuple(probe_rung(sigma) for sigma in probe_sigmas) + ((ORACLE_RUNG,) if probe_oracle else ())
     metrics = {rung: {"psnr": [], "ssim": [], "energy": []} for rung in rungs}
     rows = {"truth": [first.image], "generated": [first.image], "zeroed": [first.image]}
     truth_energy = []
@@ -97,7 +105,7 @@ def ladder_episode(world: World, zeroed: World, scene_seed: int, path: str = "wa
         truth = render(scene, K.expand(f, 3, 3), step_poses, hw, time=times).rgb  # [f, H, W, 3]
         read = world.condition(0, step_poses[-1:].double()).read.features[0]  # [C, h, w] before generation
         true_latents = model.encode(to_unit(torch.cat([previous[None], truth]))[None])
-        probed = _probe(world, step_poses, true_latents, probe_sigmas, scene_seed * 1000 + k)
+        probed = _probe(world, step_poses, true_latents, probe_sigmas, probe_oracle, scene_seed * 1000 + k)
         shown = {
             "read": to_uint8(model.decode(read[None, :, None]))[0, 0],
             "generated": world.step(step_poses[None]).frames[0, -1],
@@ -120,13 +128,26 @@ def ladder_episode(world: World, zeroed: World, scene_seed: int, path: str = "wa
     return LadderEpisode(scene_seed, path, metrics, truth_energy, {k: torch.stack(v) for k, v in rows.items()})
 
 
+def oracle_request(request: SegmentRequest, true_latents: torch.Tensor) -> SegmentRequest:
+    """``request`` with a perfect memory: the read of the new frames is their true latents [B, C, 1 + t, h, w] on
+    every cell."""
+    features, mask = request.memory_features.clone(), request.memory_mask.clone()
+    features[:, :, 1:] = true_latents[:, :, 1:].to(features)
+    mask[:, :, 1:] = 1
+    return replace(request, memory_features=features, memory_mask=mask)
+
+
 def _probe(world: World, step_poses: torch.Tensor, true_latents: torch.Tensor, sigmas: Sequence[float],
-           seed: int) -> dict[str, torch.Tensor]:
+           oracle: bool, seed: int) -> dict[str, torch.Tensor]:
     """The probe rungs' last frames for the coming step of ``world`` (conditioned as :meth:`World.step` would)."""
-    if not sigmas:
+    if not sigmas and not oracle:
         return {}
     condition = world.step_condition(0, step_poses.double())
     request = segment_request(world.state(0).first_latent[None], [condition])
     generator = torch.Generator().manual_seed(seed)
-    estimates = {sigma: world.model.predict_clean(request, true_latents, sigma, generator) for sigma in sigmas}
-    return {probe_rung(sigma): to_uint8(world.model.decode(latents))[0, -1] for sigma, latents in estimates.items()}
+    estimates = {probe_rung(sigma): world.model.predict_clean(request, true_latents, sigma, generator)
+                 for sigma in sigmas}
+    if oracle:
+        estimates[ORACLE_RUNG] = world.model.generate(oracle_request(request, true_latents), [generator],
+                                                      world.config.num_steps)
+    return {rung: to_uint8(world.model.decode(latents))[0, -1] for rung, latents in estimates.items()}
