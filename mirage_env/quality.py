@@ -42,6 +42,7 @@ from mirage_env.world import World
 from mirage_env.world.world import segment_request
 
 RUNGS = ("vae", "read", "generated", "zeroed", "first_frame", "box_blur")
+ORACLE_RUNG = "oracle_read"
 PATHS = ("walk", "loop")
 QUALITY_FIRST_SCENE = 300_000  # held-out scene seeds of the ladder (training uses seeds < 100_000)
 
@@ -67,9 +68,6 @@ def camera_path(name: str, scene, start: torch.Tensor, frames: int) -> torch.Ten
     if name == "loop":
         return pan_path(scene, start, 2 * frames)[: frames + 1]
     raise ValueError(f"path must be one of {PATHS}, got {name!r}")
-
-
-ORACLE_RUNG = "oracle_read"
 
 
 def probe_rung(sigma: float) -> str:
