@@ -39,7 +39,7 @@ from mirage_env.models.interface import SegmentRequest
 from mirage_env.sim import render, scene_by_seed, start_pose
 from mirage_env.video import to_uint8, to_unit
 from mirage_env.world import World
-from mirage_env.world.world import segment_request
+from mirage_env.world.world import Conditioning, segment_request
 
 RUNGS = ("vae", "read", "generated", "zeroed", "first_frame", "box_blur")
 ORACLE_RUNG = "oracle_read"
@@ -101,9 +101,10 @@ def ladder_episode(world: World, zeroed: World, scene_seed: int, path: str = "wa
         step_poses = poses[(k - 1) * f + 1: k * f + 1]
         times = torch.arange((k - 1) * f + 1, k * f + 1) / world.config.fps
         truth = render(scene, K.expand(f, 3, 3), step_poses, hw, time=times).rgb  # [f, H, W, 3]
-        read = world.condition(0, step_poses[-1:].double()).read.features[0]  # [C, h, w] before generation
+        condition = world.step_condition(0, step_poses.double())  # before generation
+        read = condition.read.features[-1]  # [C, h, w] at the step's last pose
         true_latents = model.encode(to_unit(torch.cat([previous[None], truth]))[None])
-        probed = _probe(world, step_poses, true_latents, probe_sigmas, probe_oracle, scene_seed * 1000 + k)
+        probed = _probe(world, condition, true_latents, probe_sigmas, probe_oracle, scene_seed * 1000 + k)
         shown = {
             "read": to_uint8(model.decode(read[None, :, None]))[0, 0],
             "generated": world.step(step_poses[None]).frames[0, -1],
@@ -135,12 +136,12 @@ def oracle_request(request: SegmentRequest, true_latents: torch.Tensor) -> Segme
     return replace(request, memory_features=features, memory_mask=mask)
 
 
-def _probe(world: World, step_poses: torch.Tensor, true_latents: torch.Tensor, sigmas: Sequence[float],
+def _probe(world: World, condition: Conditioning, true_latents: torch.Tensor, sigmas: Sequence[float],
            oracle: bool, seed: int) -> dict[str, torch.Tensor]:
-    """The probe rungs' last frames for the coming step of ``world`` (conditioned as :meth:`World.step` would)."""
+    """The probe rungs' last frames for the coming step of ``world``, conditioned as :meth:`World.step` will be
+    (``condition``: :meth:`World.step_condition`)."""
     if not sigmas and not oracle:
         return {}
-    condition = world.step_condition(0, step_poses.double())
     request = segment_request(world.state(0).first_latent[None], [condition])
     generator = torch.Generator().manual_seed(seed)
     estimates = {probe_rung(sigma): world.model.predict_clean(request, true_latents, sigma, generator)
